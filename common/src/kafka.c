@@ -1,0 +1,2 @@
+/* placeholder: module under construction */
+typedef int upm_placeholder_kafka;
