@@ -1,0 +1,114 @@
+/*
+ * config — table-driven YAML configuration with environment overrides.
+ *
+ * A service's configuration is a list of sections. Each section is a YAML
+ * top-level mapping key, a table of keys, and the struct the values land in:
+ *
+ *   log:            { level: info, format: text }
+ *   kafka:          { brokers: "127.0.0.1:9092", topic: upmon.events.v1 }
+ *
+ * Each key has a type, a default (as text, parsed by the same code as YAML
+ * and environment values, so defaults cannot drift from the parser), an
+ * optional range or choice list, a description (the README's configuration
+ * reference is generated from the tables by upm_config_dump_markdown) and
+ * the offset of its field in the section struct.
+ *
+ * Precedence, lowest to highest: default, YAML file, environment variable
+ * UPMON_<SECTION>_<KEY> (upper-cased; '.' and '-' become '_').
+ *
+ * Errors are reported into errstr as "file:line:column: message" for YAML
+ * problems and "UPMON_X_Y: message" / "section.key: message" otherwise, and
+ * always name the key. Unknown sections and unknown keys are errors: a typo
+ * must stop the service at start, not silently use a default.
+ *
+ * Field types by upm_config_type:
+ *   UPM_CFG_STRING      char *        (owned; freed by upm_config_free)
+ *   UPM_CFG_INT         int64_t       range [min, max]
+ *   UPM_CFG_DOUBLE      double        range [min, max]
+ *   UPM_CFG_BOOL        bool          true/false/yes/no/on/off/1/0
+ *   UPM_CFG_DURATION_MS int64_t (ms)  "250ms", "10s", "5m", "1h", "7d"; bare number = ms;
+ *                                     range in ms
+ *   UPM_CFG_ENUM        char *        one of choices (owned)
+ *   UPM_CFG_STRING_LIST struct upm_strlist (owned); YAML sequence, or a
+ *                                     comma-separated string (env or YAML scalar)
+ * Flags: UPM_CFG_REQUIRED (no default; must be set), UPM_CFG_SECRET (value
+ * redacted by upm_config_print).
+ *
+ * Thread-safety: load at start-up, read-only afterwards.
+ */
+#ifndef UPMON_CONFIG_H
+#define UPMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum upm_config_type {
+    UPM_CFG_STRING,
+    UPM_CFG_INT,
+    UPM_CFG_DOUBLE,
+    UPM_CFG_BOOL,
+    UPM_CFG_DURATION_MS,
+    UPM_CFG_ENUM,
+    UPM_CFG_STRING_LIST,
+};
+
+#define UPM_CFG_REQUIRED 0x1u
+#define UPM_CFG_SECRET   0x2u
+
+struct upm_strlist {
+    char **items; /* owned, each owned */
+    size_t count;
+};
+
+struct upm_config_key {
+    const char *name;              /* key within the section, [a-z0-9_] */
+    enum upm_config_type type;
+    size_t offset;                 /* offsetof(section struct, field) */
+    const char *def;               /* default as text; NULL only with UPM_CFG_REQUIRED */
+    double min, max;               /* inclusive range for INT/DOUBLE/DURATION_MS; min>max = none */
+    const char *const *choices;    /* NULL-terminated, for UPM_CFG_ENUM */
+    const char *description;       /* one sentence for the reference */
+    unsigned flags;                /* UPM_CFG_REQUIRED | UPM_CFG_SECRET */
+};
+
+struct upm_config_section {
+    const char *name;                  /* YAML top-level key, [a-z0-9_] */
+    const struct upm_config_key *keys;
+    size_t nkeys;
+    void *target;                      /* struct the values are written into */
+};
+
+/*
+ * Fill every section's target: defaults, then the YAML file at path (NULL =
+ * no file), then UPMON_* environment variables. Returns 0, or -1 with a
+ * message naming the key in errstr. On failure nothing needs freeing beyond
+ * a call to upm_config_free, which is always safe on the same sections.
+ * The targets must be zeroed before the first load.
+ */
+int upm_config_load(const struct upm_config_section *sections, size_t nsections, const char *path,
+                    char *errstr, size_t errstr_size);
+
+/* Same, from a YAML document in memory (tests, fuzzing); name is used in
+ * error messages in place of a file name. */
+int upm_config_load_string(const struct upm_config_section *sections, size_t nsections,
+                           const char *yaml, size_t len, const char *name, char *errstr,
+                           size_t errstr_size);
+
+/* Free owned strings and lists in every target and zero those fields. */
+void upm_config_free(const struct upm_config_section *sections, size_t nsections);
+
+/* Print the effective configuration as YAML (secrets as "<redacted>"). */
+void upm_config_print(const struct upm_config_section *sections, size_t nsections, FILE *out);
+
+/* Print a Markdown reference table: key, env variable, type, default,
+ * range/choices, description. The README's reference is this output. */
+void upm_config_dump_markdown(const struct upm_config_section *sections, size_t nsections,
+                              FILE *out);
+
+/* Parse a duration ("250ms", "10s", "5m", "1h", "7d", bare = ms) into ms.
+ * 0, or -1 if malformed or overflowing. Exposed for CLI flags. */
+int upm_config_parse_duration_ms(const char *s, int64_t *out);
+
+#endif
