@@ -1,6 +1,9 @@
 #include "upmon/log.h"
 
+#include "upmon/config.h"
+
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -235,4 +238,24 @@ void upm_log_write(enum upm_log_level level, const char *mod, const char *fmt, .
     va_start(ap, fmt);
     upm_log_vwrite(level, mod, fmt, ap);
     va_end(ap);
+}
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
+
+const struct upm_config_key upm_log_config_keys[] = {
+    {"level", UPM_CFG_ENUM, offsetof(struct upm_log_config, level), "info", 1, 0, log_levels,
+     "Lowest level written to stderr.", 0},
+    {"format", UPM_CFG_ENUM, offsetof(struct upm_log_config, format), "text", 1, 0, log_formats,
+     "Log line format: key=value text or one JSON object per line.", 0},
+};
+const size_t upm_log_config_nkeys = sizeof(upm_log_config_keys) / sizeof(upm_log_config_keys[0]);
+
+void upm_log_apply(const struct upm_log_config *cfg)
+{
+    enum upm_log_level level;
+    if (cfg->level && upm_log_level_parse(cfg->level, &level) == 0)
+        upm_log_set_level(level);
+    if (cfg->format)
+        upm_log_set_format(strcmp(cfg->format, "json") == 0 ? UPM_LOG_FMT_JSON : UPM_LOG_FMT_TEXT);
 }

@@ -17,7 +17,10 @@
 #define UPMON_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
+
+#include "upmon/config.h"
 
 enum upm_log_level {
     UPM_LOG_DEBUG = 0,
@@ -60,5 +63,15 @@ void upm_log_vwrite(enum upm_log_level level, const char *mod, const char *fmt, 
 #define upm_log_info(mod, ...)  UPM_LOG(UPM_LOG_INFO, mod, __VA_ARGS__)
 #define upm_log_warn(mod, ...)  UPM_LOG(UPM_LOG_WARN, mod, __VA_ARGS__)
 #define upm_log_error(mod, ...) UPM_LOG(UPM_LOG_ERROR, mod, __VA_ARGS__)
+
+/* The `log` configuration section, composed into every service's config. */
+struct upm_log_config {
+    char *level;  /* debug | info | warn | error */
+    char *format; /* text | json */
+};
+extern const struct upm_config_key upm_log_config_keys[];
+extern const size_t upm_log_config_nkeys;
+/* Apply a loaded section (call from main before starting threads). */
+void upm_log_apply(const struct upm_log_config *cfg);
 
 #endif
