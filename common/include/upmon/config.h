@@ -34,7 +34,36 @@
  * Flags: UPM_CFG_REQUIRED (no default; must be set), UPM_CFG_SECRET (value
  * redacted by upm_config_print).
  *
- * Thread-safety: load at start-up, read-only afterwards.
+ * Value syntax, the same for defaults, YAML scalars and environment values
+ * (spelled out because "an integer" leaves too much to guess):
+ *   INT       decimal only, optional sign, no blanks, no "1e3"/"0x10"
+ *   DOUBLE    decimal or exponent notation; NaN, infinities, hex floats and
+ *             out-of-range values are rejected
+ *   BOOL      the spellings above, case-insensitive
+ *   DURATION  non-negative integer plus a lower-case unit (ms s m h d), no
+ *             blanks, no fractions, no "1h30m"; overflow is an error
+ *   ENUM      exact, case-sensitive match of a choice
+ *   LIST      comma-separated text: blanks around items are dropped, "" is
+ *             the empty list, an empty item ("a,,b") is an error. A YAML
+ *             sequence keeps its items whole (commas included); empty items
+ *             are an error there too.
+ *
+ * Accepted YAML: one document whose top level is a mapping of sections, each
+ * a mapping of keys (a null section such as "log:" with nothing under it is
+ * empty). Rejected with file:line:column: anchors, aliases, tags outside the
+ * YAML core schema, more than one document, duplicate sections or keys,
+ * scalars over 64 KiB or containing NUL, input over 4 MiB.
+ *
+ * Environment: a variable that starts with the prefix of a known section
+ * (UPMON_<SECTION>_) but names none of its keys is an error (a typo would
+ * otherwise be ignored); other UPMON_* variables are left alone. A REQUIRED
+ * key set to an empty string or list counts as missing (the usual result of
+ * an unset template variable). Problems in the tables themselves (a bad
+ * default, a required key with a default, two keys sharing a variable) fail
+ * the load with a message that says "programming error".
+ *
+ * Thread-safety: load at start-up, read-only afterwards. Loading reads the
+ * process environment, so it must not race with setenv().
  */
 #ifndef UPMON_CONFIG_H
 #define UPMON_CONFIG_H
@@ -63,43 +92,48 @@ struct upm_strlist {
 };
 
 struct upm_config_key {
-    const char *name;              /* key within the section, [a-z0-9_] */
+    const char *name; /* key within the section, [a-z0-9_] */
     enum upm_config_type type;
-    size_t offset;                 /* offsetof(section struct, field) */
-    const char *def;               /* default as text; NULL only with UPM_CFG_REQUIRED */
-    double min, max;               /* inclusive range for INT/DOUBLE/DURATION_MS; min>max = none */
-    const char *const *choices;    /* NULL-terminated, for UPM_CFG_ENUM */
-    const char *description;       /* one sentence for the reference */
-    unsigned flags;                /* UPM_CFG_REQUIRED | UPM_CFG_SECRET */
+    size_t offset;              /* offsetof(section struct, field) */
+    const char *def;            /* default as text; NULL only with UPM_CFG_REQUIRED */
+    double min, max;            /* inclusive range for INT/DOUBLE/DURATION_MS; min>max = none */
+    const char *const *choices; /* NULL-terminated, for UPM_CFG_ENUM */
+    const char *description;    /* one sentence for the reference */
+    unsigned flags;             /* UPM_CFG_REQUIRED | UPM_CFG_SECRET */
 };
 
 struct upm_config_section {
-    const char *name;                  /* YAML top-level key, [a-z0-9_] */
+    const char *name; /* YAML top-level key, [a-z0-9_] */
     const struct upm_config_key *keys;
     size_t nkeys;
-    void *target;                      /* struct the values are written into */
+    void *target; /* struct the values are written into */
 };
 
 /*
  * Fill every section's target: defaults, then the YAML file at path (NULL =
  * no file), then UPMON_* environment variables. Returns 0, or -1 with a
- * message naming the key in errstr. On failure nothing needs freeing beyond
- * a call to upm_config_free, which is always safe on the same sections.
- * The targets must be zeroed before the first load.
+ * message naming the key in errstr (a missing or unreadable file: the path
+ * and strerror). On failure the targets hold a mix of defaults and parsed
+ * values; nothing needs freeing beyond a call to upm_config_free, which is
+ * always safe on the same sections. The targets must be zeroed before the
+ * first load; later loads free the owned values they replace.
  */
 int upm_config_load(const struct upm_config_section *sections, size_t nsections, const char *path,
                     char *errstr, size_t errstr_size);
 
-/* Same, from a YAML document in memory (tests, fuzzing); name is used in
- * error messages in place of a file name. */
+/* Same, from len bytes of YAML in memory (tests, fuzzing); need not be
+ * NUL-terminated. name (NULL = "<string>") is used in error messages in
+ * place of a file name. */
 int upm_config_load_string(const struct upm_config_section *sections, size_t nsections,
                            const char *yaml, size_t len, const char *name, char *errstr,
                            size_t errstr_size);
 
-/* Free owned strings and lists in every target and zero those fields. */
+/* Free owned strings and lists in every target and zero those fields.
+ * NULL-safe; calling it twice is harmless. */
 void upm_config_free(const struct upm_config_section *sections, size_t nsections);
 
-/* Print the effective configuration as YAML (secrets as "<redacted>"). */
+/* Print the effective configuration as YAML that this loader accepts
+ * (secrets as "<redacted>", whether set or not). */
 void upm_config_print(const struct upm_config_section *sections, size_t nsections, FILE *out);
 
 /* Print a Markdown reference table: key, env variable, type, default,
@@ -108,7 +142,8 @@ void upm_config_dump_markdown(const struct upm_config_section *sections, size_t 
                               FILE *out);
 
 /* Parse a duration ("250ms", "10s", "5m", "1h", "7d", bare = ms) into ms.
- * 0, or -1 if malformed or overflowing. Exposed for CLI flags. */
+ * 0, or -1 if malformed or overflowing, leaving *out untouched. Exposed for
+ * CLI flags. */
 int upm_config_parse_duration_ms(const char *s, int64_t *out);
 
 #endif
