@@ -99,7 +99,8 @@ static void test_level_parse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_level_filter_skips_argument_evaluation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_level_filter_skips_argument_evaluation, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_message_escaped_fields_verbatim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncates_long_lines, setup, teardown),

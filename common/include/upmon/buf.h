@@ -37,8 +37,7 @@ int upm_buf_append(struct upm_buf *b, const void *data, size_t n);
 int upm_buf_puts(struct upm_buf *b, const char *s);
 int upm_buf_putc(struct upm_buf *b, char c);
 /* printf-style append. 0, or -1 (limit or encoding error) with b unchanged. */
-int upm_buf_printf(struct upm_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int upm_buf_printf(struct upm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int upm_buf_vprintf(struct upm_buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 /* Little-endian fixed-width appends (RowBinary). 0 or -1 (limit). */

@@ -61,22 +61,19 @@ struct upm_prom_metric *upm_prom_counter(struct upm_prom_registry *reg, const ch
                                          const char *help, size_t nlabels,
                                          const char *const *labels);
 struct upm_prom_metric *upm_prom_gauge(struct upm_prom_registry *reg, const char *name,
-                                       const char *help, size_t nlabels,
-                                       const char *const *labels);
+                                       const char *help, size_t nlabels, const char *const *labels);
 /* buckets: finite, strictly increasing upper bounds, +Inf implied (a trailing
  * +Inf is accepted and dropped). NULL on a bad bucket list (logged). */
 struct upm_prom_metric *upm_prom_histogram(struct upm_prom_registry *reg, const char *name,
-                                           const char *help, size_t nbuckets,
-                                           const double *buckets, size_t nlabels,
-                                           const char *const *labels);
+                                           const char *help, size_t nbuckets, const double *buckets,
+                                           size_t nlabels, const char *const *labels);
 
 /* The series for these label values (exactly the family's count; NULL when
  * it has none), created at 0 on first use. Never NULL for a valid metric and
  * valid values; NULL (logged) when m is NULL or values or one of them is NULL
  * for a labelled family. The update functions below are no-ops on a NULL
  * series, so a registration mistake cannot crash a hot path. */
-struct upm_prom_series *upm_prom_series_get(struct upm_prom_metric *m,
-                                            const char *const *values);
+struct upm_prom_series *upm_prom_series_get(struct upm_prom_metric *m, const char *const *values);
 /* Remove one series (bounded-cardinality exports such as a top-K). Pointers
  * to it become invalid: the caller must not update a series concurrently with
  * its removal. Unknown values are ignored. */
