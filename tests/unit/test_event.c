@@ -135,7 +135,7 @@ static void expect_reject(const char *what, const char *text, enum upm_event_rea
 static void reject1(const char *key, const char *val, enum upm_event_reason reason,
                     const char *field)
 {
-    char *json = build(key, val, NULL);
+    char *json = build(key, val, (char *)NULL);
     char what[200];
     snprintf(what, sizeof(what), "%s=%.60s", key, val == REMOVE ? "<removed>" : val);
     expect_reject(what, json, reason, field);
@@ -200,7 +200,7 @@ static void test_valid_save_all_fields(void **state)
 static void test_valid_update_and_error(void **state)
 {
     struct upm_event ev;
-    char *json = build("event", "\"UPDATE\"", "is_created", "false", "up_ts", REMOVE, NULL);
+    char *json = build("event", "\"UPDATE\"", "is_created", "false", "up_ts", REMOVE, (char *)NULL);
     expect_ok("update", json, &ev);
     assert_int_equal(ev.type, UPM_EVENT_UPDATE);
     assert_false(ev.is_created);
@@ -208,7 +208,7 @@ static void test_valid_update_and_error(void **state)
     upm_event_clear(&ev);
     free(json);
 
-    json = build("event", "\"ERROR\"", "is_created", "false", "up_ts", "0", NULL);
+    json = build("event", "\"ERROR\"", "is_created", "false", "up_ts", "0", (char *)NULL);
     expect_ok("error", json, &ev);
     assert_int_equal(ev.type, UPM_EVENT_ERROR);
     assert_string_equal(upm_event_type_name(ev.type), "ERROR");
@@ -220,7 +220,7 @@ static void test_optional_defaults(void **state)
 {
     struct upm_event ev;
     char *json = build("is_created", "false", "up_ts", REMOVE, "origin_id", REMOVE, "media", REMOVE,
-                       "data", REMOVE, NULL);
+                       "data", REMOVE, (char *)NULL);
     expect_ok("defaults", json, &ev);
     assert_true(ev.up_ts == 0);
     assert_string_equal(ev.origin_id, "");
@@ -232,7 +232,7 @@ static void test_optional_defaults(void **state)
     upm_event_clear(&ev);
     free(json);
 
-    json = build("v", "1", "media", "[]", "data", "{}", NULL);
+    json = build("v", "1", "media", "[]", "data", "{}", (char *)NULL);
     expect_ok("v=1", json, &ev);
     upm_event_clear(&ev);
     free(json);
@@ -243,7 +243,7 @@ static void test_exact_64bit_limits(void **state)
     struct upm_event ev;
     char *json = build("item_id", "18446744073709551615", "company_id", "18446744073709551614",
                        "category_id", "0", "ts_ns", "9223372036854775807", "up_ts",
-                       "9223372036854775806", NULL);
+                       "9223372036854775806", (char *)NULL);
     expect_ok("limits", json, &ev);
     assert_true(ev.item_id == UINT64_MAX);
     assert_true(ev.company_id == UINT64_MAX - 1);
@@ -255,8 +255,8 @@ static void test_exact_64bit_limits(void **state)
 
     /* neighbours that a double cannot tell apart stay distinct */
     struct upm_event a, b;
-    char *ja = build("ts_ns", "1763800000123456789", NULL);
-    char *jb = build("ts_ns", "1763800000123456790", NULL);
+    char *ja = build("ts_ns", "1763800000123456789", (char *)NULL);
+    char *jb = build("ts_ns", "1763800000123456790", (char *)NULL);
     expect_ok("a", ja, &a);
     expect_ok("b", jb, &b);
     assert_true(b.ts_ns - a.ts_ns == 1);
@@ -272,7 +272,7 @@ static void test_unknown_fields_ignored(void **state)
     struct upm_event a, b;
     char *plain = build(NULL);
     char *extra = build("extra", "{\"nested\":[1,{\"x\":null}],\"big\":1e400}", "zzz", "null", "",
-                        "\"empty key\"", "item", "\"not item_id\"", NULL);
+                        "\"empty key\"", "item", "\"not item_id\"", (char *)NULL);
     expect_ok("plain", plain, &a);
     expect_ok("extra", extra, &b);
     assert_true(upm_event_equal(&a, &b));
@@ -305,7 +305,7 @@ static void test_string_limits_count_bytes(void **state)
     char *s64 = repeat("x", 64);
     char *v = NULL;
     assert_true(asprintf(&v, "\"%s\"", s64) > 0);
-    char *json = build("attempt_id", v, "request_id", v, "origin", v, "origin_id", v, NULL);
+    char *json = build("attempt_id", v, "request_id", v, "origin", v, "origin_id", v, (char *)NULL);
     expect_ok("64 bytes", json, &ev);
     assert_string_equal(ev.attempt_id, s64);
     assert_string_equal(ev.origin_id, s64);
@@ -319,7 +319,7 @@ static void test_string_limits_count_bytes(void **state)
     char *v32 = NULL, *v33 = NULL;
     assert_true(asprintf(&v32, "\"%s\"", e32) > 0);
     assert_true(asprintf(&v33, "\"%s\"", e33) > 0);
-    json = build("origin", v32, NULL);
+    json = build("origin", v32, (char *)NULL);
     expect_ok("32 x e-acute", json, &ev);
     assert_string_equal(ev.origin, e32);
     upm_event_clear(&ev);
@@ -329,7 +329,7 @@ static void test_string_limits_count_bytes(void **state)
     char *esc = repeat("\\u0041", 64);
     char *vesc = NULL;
     assert_true(asprintf(&vesc, "\"%s\"", esc) > 0);
-    json = build("request_id", vesc, NULL);
+    json = build("request_id", vesc, (char *)NULL);
     expect_ok("64 escaped", json, &ev);
     assert_int_equal(strlen(ev.request_id), 64);
     upm_event_clear(&ev);
@@ -393,7 +393,7 @@ static void test_integer_fields(void **state)
 
 static void test_created_and_up_ts(void **state)
 {
-    char *json = build("is_created", "false", "up_ts", "5", NULL);
+    char *json = build("is_created", "false", "up_ts", "5", (char *)NULL);
     expect_reject("up_ts without created", json, UPM_EVENT_UP_TS_WITHOUT_CREATED, "up_ts");
     free(json);
     /* is_created needs the time it went live: 0 or absent is rejected */
@@ -473,7 +473,7 @@ static void test_media_and_data_shape(void **state)
     for (int i = 0; i < 64; i++)
         upm_buf_printf(&b, "%s\"https://e.example.com/%d\"", i ? "," : "", i);
     upm_buf_putc(&b, ']');
-    char *json = build("media", b.data, NULL);
+    char *json = build("media", b.data, (char *)NULL);
     struct upm_event ev;
     expect_ok("64 media", json, &ev);
     assert_int_equal(ev.n_media, 64);
@@ -501,7 +501,7 @@ static void test_data_limit(void **state)
 {
     struct upm_event ev;
     char *d = data_of_size(UPM_EVENT_DATA_MAX, "   \n\t ");
-    char *json = build("data", d, NULL);
+    char *json = build("data", d, (char *)NULL);
     expect_ok("data at limit, padded", json, &ev);
     assert_int_equal(ev.data_len, UPM_EVENT_DATA_MAX);
     assert_int_equal(ev.data[0], '{');
@@ -515,7 +515,8 @@ static void test_data_limit(void **state)
     free(d);
 
     /* numbers inside data keep every digit */
-    json = build("data", "{\"big\": 1763800000123456789, \"f\": 1.50e+3, \"s\": \"a b\"}", NULL);
+    json = build("data", "{\"big\": 1763800000123456789, \"f\": 1.50e+3, \"s\": \"a b\"}",
+                 (char *)NULL);
     expect_ok("data numbers", json, &ev);
     assert_string_equal(ev.data, "{\"big\":1763800000123456789,\"f\":1.50e+3,\"s\":\"a b\"}");
     upm_event_clear(&ev);
@@ -531,14 +532,14 @@ static void test_version(void **state)
     reject1("v", "\"1\"", UPM_EVENT_WRONG_TYPE, "v");
     reject1("v", "null", UPM_EVENT_WRONG_TYPE, "v");
     /* a v2 message is reported as such even when v1 fields are missing */
-    char *json = build("v", "2", "item_id", REMOVE, "country", "\"??\"", NULL);
+    char *json = build("v", "2", "item_id", REMOVE, "country", "\"??\"", (char *)NULL);
     expect_reject("v2 without v1 fields", json, UPM_EVENT_UNSUPPORTED_VERSION, "v");
     free(json);
 }
 
 static void test_duplicate_keys(void **state)
 {
-    char *json = build("x", "1", NULL);
+    char *json = build("x", "1", (char *)NULL);
     size_t n = strlen(json);
     /* append a second item_id: cJSON alone would silently keep the first */
     char *dup = NULL;
@@ -563,7 +564,7 @@ static void test_duplicate_keys(void **state)
     free(json);
 
     /* inside data, duplicates are kept as sent */
-    json = build("data", "{\"a\":1,\"a\":2}", NULL);
+    json = build("data", "{\"a\":1,\"a\":2}", (char *)NULL);
     expect_ok("dup in data", json, &ev);
     assert_string_equal(ev.data, "{\"a\":1,\"a\":2}");
     upm_event_clear(&ev);
@@ -675,7 +676,7 @@ static void test_invalid_utf8(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *v = NULL;
         assert_true(asprintf(&v, "\"ab%s\"", bad[i].bytes) > 0);
-        char *json = build("origin", v, NULL);
+        char *json = build("origin", v, (char *)NULL);
         struct upm_event ev;
         struct upm_event_error err;
         assert_int_equal(parse(json, &ev, &err), -1);
@@ -696,7 +697,7 @@ static void test_invalid_utf8(void **state)
     free(t);
     free(json);
     /* the boundaries that are valid */
-    json = build("origin", "\"\xf4\x8f\xbf\xbf \xee\x80\x80 \xed\x9f\xbf \xc2\x80\"", NULL);
+    json = build("origin", "\"\xf4\x8f\xbf\xbf \xee\x80\x80 \xed\x9f\xbf \xc2\x80\"", (char *)NULL);
     struct upm_event ev;
     expect_ok("valid boundaries", json, &ev);
     upm_event_clear(&ev);
@@ -724,7 +725,7 @@ static void test_nesting(void **state)
          *close = repeat("]", UPM_EVENT_MAX_DEPTH - 2);
     char *d = NULL;
     assert_true(asprintf(&d, "{\"a\":%s%s}", open, close) > 0);
-    char *json = build("data", d, NULL);
+    char *json = build("data", d, (char *)NULL);
     struct upm_event ev;
     expect_ok("depth 64", json, &ev);
     upm_event_clear(&ev);
@@ -812,7 +813,7 @@ static void test_error_text_bounded_and_printable(void **state)
     char *junk = repeat("\\n\\u0001\xe2\x82\xac", 40);
     char *v = NULL;
     assert_true(asprintf(&v, "\"%s\"", junk) > 0);
-    json = build("event", v, NULL);
+    json = build("event", v, (char *)NULL);
     assert_int_equal(parse(json, &ev, &err), -1);
     assert_int_equal(err.reason, UPM_EVENT_UNKNOWN_EVENT);
     assert_true(strlen(err.detail) <= UPM_EVENT_DETAIL_MAX);
@@ -909,7 +910,7 @@ static void test_media_classification(void **state)
     char *json = build("media",
                        "[\"https://cdn.example.com/1\", 5, null, {\"u\":1}, \"https://x.org/\","
                        " \"bad url\", \"https://a.static.example.net/2\"]",
-                       NULL);
+                       (char *)NULL);
     struct upm_event ev;
     expect_ok("mixed media", json, &ev);
     assert_int_equal(ev.n_media, 7);
@@ -958,14 +959,14 @@ static void test_roundtrip(void **state)
     char *j[6];
     j[0] = build(NULL);
     j[1] = build("item_id", "18446744073709551615", "ts_ns", "9223372036854775807", "up_ts", "1",
-                 "company_id", "0", NULL);
+                 "company_id", "0", (char *)NULL);
     j[2] = build("attempt_id", "\"q\\\"b\\\\s\\/\\b\\f\\n\\r\\t\\u0001\\u001f\\u007f\"", "origin",
-                 "\"\\u00e9\\u20ac\\ud83d\\ude00 \xe2\x82\xac\"", NULL);
+                 "\"\\u00e9\\u20ac\\ud83d\\ude00 \xe2\x82\xac\"", (char *)NULL);
     j[3] = build("media", "[null, 1, \"https://cdn.example.com/x\\ny\", \"\"]", "data",
-                 "{ \"a\" : { \"b\" : [ 1 , 2.5e-3 , \"x y\\\" z\" ] } }", NULL);
+                 "{ \"a\" : { \"b\" : [ 1 , 2.5e-3 , \"x y\\\" z\" ] } }", (char *)NULL);
     j[4] = build("event", "\"ERROR\"", "is_created", "false", "up_ts", REMOVE, "origin_id", REMOVE,
-                 "media", REMOVE, "data", REMOVE, "v", "1", NULL);
-    j[5] = build("request_id", "\"\"", "origin", "\"\"", NULL);
+                 "media", REMOVE, "data", REMOVE, "v", "1", (char *)NULL);
+    j[5] = build("request_id", "\"\"", "origin", "\"\"", (char *)NULL);
     for (size_t i = 0; i < 6; i++) {
         char what[16];
         snprintf(what, sizeof(what), "rt%zu", i);
@@ -975,7 +976,7 @@ static void test_roundtrip(void **state)
 
     /* the exact canonical text of one event */
     struct upm_event ev;
-    char *json = build("media", "[\"https://cdn.example.com/a\", 5]", "data", "{ }", NULL);
+    char *json = build("media", "[\"https://cdn.example.com/a\", 5]", "data", "{ }", (char *)NULL);
     expect_ok("canonical", json, &ev);
     struct upm_buf out;
     upm_buf_init(&out, 0);
