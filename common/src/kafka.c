@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -37,10 +38,9 @@ const struct upm_config_key upm_kafka_config_keys[] = {
     {"topic", UPM_CFG_STRING, KOFF(topic), "upmon.events.v1", NORANGE, NULL,
      "Topic the events are produced to and consumed from.", 0},
     {"dlq_topic", UPM_CFG_STRING, KOFF(dlq_topic), "upmon.events.dlq", NORANGE, NULL,
-     "Dead-letter topic for events that fail validation (original bytes plus a reason header).",
-     0},
-    {"statistics_interval", UPM_CFG_DURATION_MS, KOFF(statistics_interval_ms), "15s", 0,
-     86400000, NULL, "How often librdkafka statistics are exported to /metrics; 0 disables.", 0},
+     "Dead-letter topic for events that fail validation (original bytes plus a reason header).", 0},
+    {"statistics_interval", UPM_CFG_DURATION_MS, KOFF(statistics_interval_ms), "15s", 0, 86400000,
+     NULL, "How often librdkafka statistics are exported to /metrics; 0 disables.", 0},
     {"compression", UPM_CFG_ENUM, KOFF(compression), "lz4", NORANGE, compression_choices,
      "Producer compression codec.", 0},
     {"linger", UPM_CFG_DURATION_MS, KOFF(linger_ms), "5ms", 0, 900000, NULL,
@@ -51,8 +51,8 @@ const struct upm_config_key upm_kafka_config_keys[] = {
      "Broker acknowledgements a produce waits for (all is required with idempotence).", 0},
     {"enable_idempotence", UPM_CFG_BOOL, KOFF(enable_idempotence), "true", NORANGE, NULL,
      "Idempotent producer: no duplicates or reordering from the producer's own retries.", 0},
-    {"session_timeout", UPM_CFG_DURATION_MS, KOFF(session_timeout_ms), "45s", 1000, 3600000,
-     NULL, "Consumer group session timeout.", 0},
+    {"session_timeout", UPM_CFG_DURATION_MS, KOFF(session_timeout_ms), "45s", 1000, 3600000, NULL,
+     "Consumer group session timeout.", 0},
     {"max_poll_interval", UPM_CFG_DURATION_MS, KOFF(max_poll_interval_ms), "5m", 1000, 86400000,
      NULL, "Longest allowed gap between consumer polls before the member is evicted.", 0},
     {"auto_offset_reset", UPM_CFG_ENUM, KOFF(auto_offset_reset), "earliest", NORANGE,
@@ -61,8 +61,7 @@ const struct upm_config_key upm_kafka_config_keys[] = {
      security_choices, "Broker security protocol.", 0},
     {"sasl_mechanism", UPM_CFG_STRING, KOFF(sasl_mechanism), "", NORANGE, NULL,
      "SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); empty = librdkafka's default.", 0},
-    {"sasl_username", UPM_CFG_STRING, KOFF(sasl_username), "", NORANGE, NULL,
-     "SASL user name.", 0},
+    {"sasl_username", UPM_CFG_STRING, KOFF(sasl_username), "", NORANGE, NULL, "SASL user name.", 0},
     {"sasl_password", UPM_CFG_STRING, KOFF(sasl_password), "", NORANGE, NULL, "SASL password.",
      UPM_CFG_SECRET},
     {"ssl_ca_location", UPM_CFG_STRING, KOFF(ssl_ca_location), "", NORANGE, NULL,
@@ -70,7 +69,8 @@ const struct upm_config_key upm_kafka_config_keys[] = {
     {"properties", UPM_CFG_STRING_LIST, KOFF(properties), "", NORANGE, NULL,
      "Raw librdkafka name=value properties, applied last.", 0},
 };
-const size_t upm_kafka_config_nkeys = sizeof(upm_kafka_config_keys) / sizeof(upm_kafka_config_keys[0]);
+const size_t upm_kafka_config_nkeys =
+    sizeof(upm_kafka_config_keys) / sizeof(upm_kafka_config_keys[0]);
 
 enum role { ROLE_PRODUCER, ROLE_CONSUMER };
 
@@ -110,8 +110,8 @@ static int reserved_prop(enum role role, const char *name)
 {
     if (strcmp(name, "log.queue") == 0)
         return 1;
-    return role == ROLE_CONSUMER &&
-           (strcmp(name, "enable.auto.commit") == 0 || strcmp(name, "enable.auto.offset.store") == 0);
+    return role == ROLE_CONSUMER && (strcmp(name, "enable.auto.commit") == 0 ||
+                                     strcmp(name, "enable.auto.offset.store") == 0);
 }
 
 static int apply_properties(rd_kafka_conf_t *conf, enum role role, const struct upm_strlist *props,
@@ -183,17 +183,14 @@ static int build_conf(rd_kafka_conf_t *conf, const struct upm_kafka_config *cfg,
             return -1;
         }
         if (set_prop(conf, "group_id", "group.id", cfg->group_id, e, n) ||
-            set_int(conf, "session_timeout", "session.timeout.ms", cfg->session_timeout_ms, e,
+            set_int(conf, "session_timeout", "session.timeout.ms", cfg->session_timeout_ms, e, n) ||
+            set_int(conf, "max_poll_interval", "max.poll.interval.ms", cfg->max_poll_interval_ms, e,
                     n) ||
-            set_int(conf, "max_poll_interval", "max.poll.interval.ms", cfg->max_poll_interval_ms,
-                    e, n) ||
-            set_str(conf, "auto_offset_reset", "auto.offset.reset", cfg->auto_offset_reset, e,
-                    n) ||
+            set_str(conf, "auto_offset_reset", "auto.offset.reset", cfg->auto_offset_reset, e, n) ||
             /* At-least-once: an offset is committed only by
              * upm_kafka_consumer_commit, after the rows are stored. */
             set_prop(conf, "enable.auto.commit", "enable.auto.commit", "false", e, n) ||
-            set_prop(conf, "enable.auto.offset.store", "enable.auto.offset.store", "false", e,
-                     n) ||
+            set_prop(conf, "enable.auto.offset.store", "enable.auto.offset.store", "false", e, n) ||
             set_prop(conf, "enable.partition.eof", "enable.partition.eof", "true", e, n))
             return -1;
     }
@@ -262,7 +259,8 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
         atomic_store(&cl->fatal, 1);
         copy_text(text, sizeof(text), fatal);
-        upm_log_error(MOD, "fatal client error, the handle must be recreated: %s | client=%s err=%s",
+        upm_log_error(MOD,
+                      "fatal client error, the handle must be recreated: %s | client=%s err=%s",
                       text, cl->name, rd_kafka_err2name(orig));
         return;
     }
@@ -364,10 +362,10 @@ static void stats_brokers(struct upm_prom_registry *reg, const cJSON *brokers)
 {
     if (!cJSON_IsObject(brokers))
         return;
-    struct upm_prom_metric *rtt = upm_prom_gauge(
-        reg, "upmon_kafka_broker_rtt_seconds",
-        "Average broker round-trip time over librdkafka's statistics window.", 1,
-        (const char *[]){"broker"});
+    struct upm_prom_metric *rtt =
+        upm_prom_gauge(reg, "upmon_kafka_broker_rtt_seconds",
+                       "Average broker round-trip time over librdkafka's statistics window.", 1,
+                       (const char *[]){"broker"});
     if (!rtt)
         return;
     int n = 0;
@@ -380,7 +378,10 @@ static void stats_brokers(struct upm_prom_registry *reg, const cJSON *brokers)
         const char *source = json_string(b, "source");
         const cJSON *window = cJSON_GetObjectItemCaseSensitive(b, "rtt");
         double avg, cnt;
-        if (!name || (source && (strcmp(source, "internal") == 0 || strcmp(source, "logical") == 0)) ||
+        /* Internal and logical brokers (GroupCoordinator) are aliases of a
+         * real one, and the coordinator's window holds long-polling joins. */
+        if (!name ||
+            (source && (strcmp(source, "internal") == 0 || strcmp(source, "logical") == 0)) ||
             !json_number(window, "avg", &avg))
             continue;
         /* An empty window reports avg 0: no sample, not a 0 s round-trip. */
@@ -388,6 +389,15 @@ static void stats_brokers(struct upm_prom_registry *reg, const cJSON *brokers)
             continue;
         upm_prom_set(upm_prom_series_get(rtt, (const char *[]){name}), avg / 1e6);
     }
+}
+
+/* Registered by the statistics parser, pruned by the rebalance callback. */
+static struct upm_prom_metric *lag_family(struct upm_prom_registry *reg)
+{
+    return upm_prom_gauge(reg, "upmon_kafka_consumer_lag",
+                          "Messages between the committed offset and the partition's high "
+                          "watermark.",
+                          2, (const char *[]){"topic", "partition"});
 }
 
 static void stats_topics(struct upm_prom_registry *reg, const cJSON *topics)
@@ -415,10 +425,7 @@ static void stats_topics(struct upm_prom_registry *reg, const cJSON *topics)
                 part != floor(part) || !json_number(p, "consumer_lag", &value) || value < 0)
                 continue;
             if (!lag)
-                lag = upm_prom_gauge(reg, "upmon_kafka_consumer_lag",
-                                     "Messages between the consumer position and the partition's "
-                                     "high watermark.",
-                                     2, (const char *[]){"topic", "partition"});
+                lag = lag_family(reg);
             if (!lag)
                 return;
             char label[16];
@@ -446,10 +453,9 @@ int upm_kafka_stats_apply(struct upm_prom_registry *reg, const char *json, size_
     const char *values[] = {client};
     double v;
     if (json_number(root, "msg_cnt", &v)) {
-        struct upm_prom_metric *q =
-            upm_prom_gauge(reg, "upmon_kafka_msg_queue",
-                           "Messages waiting in the client's producer queues.", 1,
-                           (const char *[]){"client"});
+        struct upm_prom_metric *q = upm_prom_gauge(
+            reg, "upmon_kafka_msg_queue", "Messages waiting in the client's producer queues.", 1,
+            (const char *[]){"client"});
         if (q)
             upm_prom_set(upm_prom_series_get(q, values), v);
     }
@@ -538,7 +544,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         .offset = m->err ? -1 : m->offset,
         .err = (int)m->err,
         .errstr = rd_kafka_err2str(m->err),
-        .possibly_persisted = m->err && rd_kafka_message_status(m) != RD_KAFKA_MSG_STATUS_NOT_PERSISTED,
+        .possibly_persisted =
+            m->err && rd_kafka_message_status(m) != RD_KAFKA_MSG_STATUS_NOT_PERSISTED,
         .key = m->key,
         .key_len = m->key_len,
         .value = m->payload,
@@ -549,8 +556,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 }
 
 struct upm_kafka_producer *upm_kafka_producer_create(const struct upm_kafka_config *cfg,
-                                                     struct upm_prom_registry *reg,
-                                                     char *errstr, size_t errstr_size)
+                                                     struct upm_prom_registry *reg, char *errstr,
+                                                     size_t errstr_size)
 {
     struct upm_kafka_producer *p = upm_calloc(1, sizeof(*p));
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -624,11 +631,10 @@ int upm_kafka_produce(struct upm_kafka_producer *p, const char *topic, const voi
     int64_t deadline = upm_clock_mono_ns() + UPM_KAFKA_QUEUE_FULL_WAIT_MS * UPM_NS_PER_MS;
     rd_kafka_resp_err_t err;
     for (;;) {
-        err = rd_kafka_producev(p->cl.rk, RD_KAFKA_V_TOPIC(topic),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
-                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque),
-                                RD_KAFKA_V_END);
+        err = rd_kafka_producev(
+            p->cl.rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         int left = remaining_ms(deadline);
@@ -680,8 +686,9 @@ void upm_kafka_producer_destroy(struct upm_kafka_producer *p)
     if (p->cl.rk) {
         int left = upm_kafka_producer_flush(p, UPM_KAFKA_DESTROY_FLUSH_MS);
         if (left > 0) {
-            upm_log_warn(MOD, "producer closing with messages in flight, purging | client=%s "
-                              "in_flight=%d",
+            upm_log_warn(MOD,
+                         "producer closing with messages in flight, purging | client=%s "
+                         "in_flight=%d",
                          p->cl.name, left);
             /* Purged messages fail with a report each, served by this
              * flush, so the failure counters stay exact. */
@@ -702,6 +709,7 @@ void upm_kafka_producer_destroy(struct upm_kafka_producer *p)
 struct upm_kafka_consumer {
     struct client cl; /* first: the conf opaque */
     int closed;
+    int stats; /* statistics on: lag series exist and need pruning */
 };
 
 struct upm_kafka_batch {
@@ -711,8 +719,7 @@ struct upm_kafka_batch {
 };
 
 /* "topic:0,topic:1,..." truncated to fit, for log lines. */
-static void format_partitions(const rd_kafka_topic_partition_list_t *parts, char *out,
-                              size_t size)
+static void format_partitions(const rd_kafka_topic_partition_list_t *parts, char *out, size_t size)
 {
     size_t len = 0;
     out[0] = '\0';
@@ -732,12 +739,9 @@ static void format_partitions(const rd_kafka_topic_partition_list_t *parts, char
 /* Revoked partitions are no longer ours to report on. */
 static void forget_lag(struct upm_kafka_consumer *c, const rd_kafka_topic_partition_list_t *parts)
 {
-    if (!c->cl.reg)
+    if (!c->cl.reg || !c->stats)
         return;
-    struct upm_prom_metric *lag = upm_prom_gauge(
-        c->cl.reg, "upmon_kafka_consumer_lag",
-        "Messages between the consumer position and the partition's high watermark.", 2,
-        (const char *[]){"topic", "partition"});
+    struct upm_prom_metric *lag = lag_family(c->cl.reg);
     if (!lag)
         return;
     for (int i = 0; i < parts->cnt; i++) {
@@ -793,8 +797,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_error_string(error), c->cl.name);
         rd_kafka_error_destroy(error);
     } else if (aerr) {
-        upm_log_error(MOD, "applying the assignment failed: %s | client=%s",
-                      rd_kafka_err2str(aerr), c->cl.name);
+        upm_log_error(MOD, "applying the assignment failed: %s | client=%s", rd_kafka_err2str(aerr),
+                      c->cl.name);
     }
 }
 
@@ -820,6 +824,7 @@ struct upm_kafka_consumer *upm_kafka_consumer_create(const struct upm_kafka_conf
     if (build_conf(conf, cfg, ROLE_CONSUMER, errstr, errstr_size) != 0)
         goto fail;
     client_init(&c->cl, reg, conf);
+    c->stats = cfg->statistics_interval_ms > 0;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
 
     c->cl.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, rderr, sizeof(rderr));
@@ -843,8 +848,8 @@ struct upm_kafka_consumer *upm_kafka_consumer_create(const struct upm_kafka_conf
         goto fail;
     }
     rd_kafka_topic_partition_list_destroy(subs);
-    upm_log_info(MOD, "consumer created | client=%s group=%s topics=%zu", c->cl.name,
-                 cfg->group_id, ntopics);
+    upm_log_info(MOD, "consumer created | client=%s group=%s topics=%zu", c->cl.name, cfg->group_id,
+                 ntopics);
     return c;
 
 fail:
@@ -887,9 +892,12 @@ int upm_kafka_consumer_poll_batch(struct upm_kafka_consumer *c, size_t max, int 
         return -1;
     if (max == 0)
         return 0;
+    if (max > INT_MAX) /* the count is returned as an int */
+        max = INT_MAX;
 
     struct upm_kafka_batch *b = upm_calloc(1, sizeof(*b));
-    int64_t deadline = upm_clock_mono_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * UPM_NS_PER_MS;
+    int64_t deadline =
+        upm_clock_mono_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * UPM_NS_PER_MS;
     int left;
     do {
         left = remaining_ms(deadline);
@@ -912,8 +920,7 @@ int upm_kafka_consumer_poll_batch(struct upm_kafka_consumer *c, size_t max, int 
         }
         if (rkm->err) {
             count_error(&c->cl, rkm->err);
-            upm_log_warn(MOD, "consume error: %s | client=%s topic=%s partition=%" PRId32
-                              " err=%s",
+            upm_log_warn(MOD, "consume error: %s | client=%s topic=%s partition=%" PRId32 " err=%s",
                          rd_kafka_message_errstr(rkm), c->cl.name,
                          rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "-", rkm->partition,
                          rd_kafka_err2name(rkm->err));
@@ -1111,7 +1118,8 @@ static rd_kafka_headers_t *message_headers(const struct upm_kafka_message *m)
 {
     rd_kafka_headers_t *hdrs = NULL;
     /* Parsed lazily and cached inside the message, hence the cast. */
-    if (rd_kafka_message_headers((rd_kafka_message_t *)m->impl, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (rd_kafka_message_headers((rd_kafka_message_t *)m->impl, &hdrs) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
         return NULL;
     return hdrs;
 }
@@ -1126,7 +1134,8 @@ int upm_kafka_message_header(const struct upm_kafka_message *m, size_t idx, cons
                              const void **value, size_t *size)
 {
     rd_kafka_headers_t *hdrs = message_headers(m);
-    if (!hdrs || rd_kafka_header_get_all(hdrs, idx, name, value, size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (!hdrs ||
+        rd_kafka_header_get_all(hdrs, idx, name, value, size) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return -1;
     return 0;
 }

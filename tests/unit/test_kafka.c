@@ -11,6 +11,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -180,8 +181,7 @@ static const struct upm_config_key *find_key(const char *name)
     return NULL;
 }
 
-static void expect_key(const char *name, enum upm_config_type type, size_t offset,
-                       const char *def)
+static void expect_key(const char *name, enum upm_config_type type, size_t offset, const char *def)
 {
     const struct upm_config_key *k = find_key(name);
     if (!k)
@@ -253,19 +253,68 @@ static void test_config_table(void **state)
     }
 }
 
+/* The table's defaults go through the real loader, and what it produces
+ * creates working clients. */
+static void test_config_loads_defaults_and_yaml(void **state)
+{
+    struct upm_kafka_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    const struct upm_config_section sec = {"kafka", upm_kafka_config_keys, upm_kafka_config_nkeys,
+                                           &cfg};
+    char errstr[512] = "";
+    static const char yaml[] =
+        "kafka:\n"
+        "  compression: zstd\n"
+        "  linger: 20ms\n"
+        "  properties: [\"socket.timeout.ms=5000\", \"fetch.wait.max.ms=50\"]\n";
+    if (upm_config_load_string(&sec, 1, yaml, strlen(yaml), "test.yaml", errstr, sizeof(errstr)) !=
+        0)
+        fail_msg("load: %s", errstr);
+    assert_string_equal(cfg.brokers, "127.0.0.1:9092");
+    assert_string_equal(cfg.dlq_topic, "upmon.events.dlq");
+    assert_int_equal(cfg.statistics_interval_ms, 15000);
+    assert_string_equal(cfg.compression, "zstd");
+    assert_int_equal(cfg.linger_ms, 20);
+    assert_string_equal(cfg.acks, "all");
+    assert_true(cfg.enable_idempotence);
+    assert_int_equal(cfg.properties.count, 2);
+    assert_string_equal(cfg.properties.items[1], "fetch.wait.max.ms=50");
+
+    /* Pointed at the mock cluster, the loaded configuration is accepted. */
+    free(cfg.brokers);
+    cfg.brokers = strdup(bootstraps);
+    struct upm_kafka_producer *p = upm_kafka_producer_create(&cfg, NULL, errstr, sizeof(errstr));
+    if (!p)
+        fail_msg("producer from loaded config: %s", errstr);
+    upm_kafka_producer_destroy(p);
+    struct upm_kafka_consumer *c =
+        upm_kafka_consumer_create(&cfg, NULL, NULL, 0, errstr, sizeof(errstr));
+    if (!c)
+        fail_msg("consumer from loaded config: %s", errstr);
+    upm_kafka_consumer_destroy(c);
+    upm_config_free(&sec, 1);
+
+    /* An enum value outside the table is refused by the loader, naming it. */
+    static const char bad[] = "kafka:\n  acks: some\n";
+    memset(&cfg, 0, sizeof(cfg));
+    assert_int_equal(
+        upm_config_load_string(&sec, 1, bad, strlen(bad), "bad.yaml", errstr, sizeof(errstr)), -1);
+    assert_non_null(strstr(errstr, "acks"));
+    upm_config_free(&sec, 1);
+}
+
 static void expect_create_fails(struct upm_kafka_config *cfg, int consumer, const char *needle)
 {
     char errstr[512] = "";
     if (consumer) {
-        struct upm_kafka_consumer *c = upm_kafka_consumer_create(cfg, NULL, NULL, 0, errstr,
-                                                                 sizeof(errstr));
+        struct upm_kafka_consumer *c =
+            upm_kafka_consumer_create(cfg, NULL, NULL, 0, errstr, sizeof(errstr));
         if (c) {
             upm_kafka_consumer_destroy(c);
             fail_msg("consumer created; expected an error naming %s", needle);
         }
     } else {
-        struct upm_kafka_producer *p = upm_kafka_producer_create(cfg, NULL, errstr,
-                                                                 sizeof(errstr));
+        struct upm_kafka_producer *p = upm_kafka_producer_create(cfg, NULL, errstr, sizeof(errstr));
         if (p) {
             upm_kafka_producer_destroy(p);
             fail_msg("producer created; expected an error naming %s", needle);
@@ -454,8 +503,8 @@ static void test_produce_consume_roundtrip(void **state)
     assert_true(sample(reg, "upmon_kafka_delivery_failed_total", "topic=\"roundtrip\"", NULL) == 0);
     upm_kafka_producer_destroy(p);
 
-    struct upm_kafka_consumer *c = upm_kafka_consumer_create(&cfg, reg, NULL, 0, errstr,
-                                                             sizeof(errstr));
+    struct upm_kafka_consumer *c =
+        upm_kafka_consumer_create(&cfg, reg, NULL, 0, errstr, sizeof(errstr));
     if (!c)
         fail_msg("consumer: %s", errstr);
     struct collected got = {0};
@@ -528,6 +577,23 @@ static void test_produce_consume_roundtrip(void **state)
     /* Everything fetched: the position equals the high watermark. */
     assert_int_equal(upm_kafka_consumer_lag(c), 0);
 
+    /* A caught-up consumer hands over a partial batch when a partition
+     * reaches its end instead of sitting out the whole timeout. */
+    p = upm_kafka_producer_create(&cfg, reg, errstr, sizeof(errstr));
+    assert_non_null(p);
+    produce_seq(p, topic, NMSG, NMSG + 3);
+    assert_int_equal(upm_kafka_producer_flush(p, 10000), 0);
+    upm_kafka_producer_destroy(p);
+    int64_t t0 = upm_clock_mono_ns();
+    int n = upm_kafka_consumer_poll_batch(c, 1000, 60000, &b, NULL);
+    int64_t waited_s = (upm_clock_mono_ns() - t0) / UPM_NS_PER_S;
+    assert_true(n >= 1 && n <= 3);
+    assert_non_null(b);
+    if (waited_s >= 30)
+        fail_msg("poll_batch waited %" PRId64 " s for a drained partition", waited_s);
+    upm_kafka_batch_destroy(b);
+    b = NULL;
+
     collected_free(&got);
     assert_int_equal(upm_kafka_consumer_close(c), 0);
     assert_int_equal(upm_kafka_consumer_close(c), 0);
@@ -542,8 +608,8 @@ static void test_produce_consume_roundtrip(void **state)
 static int64_t first_offset_for_group(struct upm_kafka_config *cfg)
 {
     char errstr[512] = "";
-    struct upm_kafka_consumer *c = upm_kafka_consumer_create(cfg, NULL, NULL, 0, errstr,
-                                                             sizeof(errstr));
+    struct upm_kafka_consumer *c =
+        upm_kafka_consumer_create(cfg, NULL, NULL, 0, errstr, sizeof(errstr));
     if (!c)
         fail_msg("consumer: %s", errstr);
     struct collected got = {0};
@@ -573,8 +639,11 @@ static void test_commit_then_new_member_resumes(void **state)
     upm_kafka_producer_destroy(p);
 
     /* Member A takes 4 messages, commits them, and leaves. */
-    struct upm_kafka_consumer *a = upm_kafka_consumer_create(&cfg, NULL, NULL, 0, errstr,
-                                                             sizeof(errstr));
+    struct upm_prom_registry *reg = upm_prom_registry_create();
+    struct upm_kafka_config acfg = cfg;
+    acfg.statistics_interval_ms = 100;
+    struct upm_kafka_consumer *a =
+        upm_kafka_consumer_create(&acfg, reg, NULL, 0, errstr, sizeof(errstr));
     assert_non_null(a);
     struct collected got = {0};
     collect(a, 4, 4, &got);
@@ -591,12 +660,33 @@ static void test_commit_then_new_member_resumes(void **state)
     for (size_t i = 0; i < got.nbatches; i++)
         assert_int_equal(upm_kafka_consumer_commit(a, got.batches[i], &retriable), 0);
     assert_int_equal(upm_kafka_consumer_commit(a, NULL, &retriable), 0);
+
+    /* The statistics (served by the consumer's own polls) report the lag
+     * behind the committed offset: 10 - 4. Messages polled meanwhile are
+     * not committed, so they do not move it. */
+    char client[160];
+    snprintf(client, sizeof(client), "client=\"%s\"", upm_kafka_consumer_name(a));
+    int64_t deadline = upm_clock_mono_ns() + 15 * UPM_NS_PER_S;
+    double lag = NAN, rx = NAN;
+    while (upm_clock_mono_ns() < deadline) {
+        struct upm_kafka_batch *more = NULL;
+        assert_true(upm_kafka_consumer_poll_batch(a, 100, 100, &more, NULL) >= 0);
+        upm_kafka_batch_destroy(more);
+        lag = sample(reg, "upmon_kafka_consumer_lag", "topic=\"resume\"", "partition=\"0\"");
+        rx = sample(reg, "upmon_kafka_rx_messages_total", client, NULL);
+        if (lag == 6 && rx >= 4)
+            break;
+    }
+    if (!(lag == 6 && rx >= 4))
+        fail_msg("consumer statistics not exported: lag=%g rx=%g", lag, rx);
+
     assert_int_equal(upm_kafka_consumer_close(a), 0);
     /* Committing after close is refused, not crashed. */
     assert_int_equal(upm_kafka_consumer_commit(a, got.batches[0], &retriable), -1);
     assert_int_equal(retriable, 0);
     collected_free(&got);
     upm_kafka_consumer_destroy(a);
+    upm_prom_registry_destroy(reg);
 
     /* Member B resumes right after the committed offset. */
     assert_int_equal(first_offset_for_group(&cfg), 4);
@@ -631,10 +721,9 @@ static void test_delivery_failure_counted(void **state)
     assert_int_equal(upm_kafka_producer_flush(p, 10000), 0);
     assert_int_equal(r.ok, 1);
 
-    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 3,
-                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    rd_kafka_mock_push_request_errors(
+        mock, 0 /* Produce */, 3, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     produce_seq(p, topic, 1, 4);
     assert_int_equal(upm_kafka_producer_flush(p, 10000), 0);
     rd_kafka_mock_clear_request_errors(mock, 0);
@@ -661,8 +750,7 @@ static void test_produce_without_topic_fails(void **state)
     /* An oversize message is refused locally and is not worth retrying. */
     size_t big = 2 * 1024 * 1024;
     char *value = calloc(1, big);
-    assert_int_equal(upm_kafka_produce(p, "t", NULL, 0, value, big, NULL, 0, NULL, &retriable),
-                     -1);
+    assert_int_equal(upm_kafka_produce(p, "t", NULL, 0, value, big, NULL, 0, NULL, &retriable), -1);
     assert_int_equal(retriable, 0);
     free(value);
     assert_int_equal(upm_kafka_producer_fatal(p, errstr, sizeof(errstr)), 0);
@@ -841,8 +929,17 @@ static void test_stats_apply_malformed_changes_nothing(void **state)
     assert_int_equal(upm_kafka_stats_apply(reg, stats_doc, strlen(stats_doc)), 0);
     before = render(reg);
     static const char *const bad[] = {
-        "",      "not json", "null",          "[]",    "42", "\"name\"", "{\"name\":5}",
-        "{}",    "{\"name\":null,\"txmsgs\":1}", "{\"name\":\"x\"", "{\"name\":\"x\",}",
+        "",
+        "not json",
+        "null",
+        "[]",
+        "42",
+        "\"name\"",
+        "{\"name\":5}",
+        "{}",
+        "{\"name\":null,\"txmsgs\":1}",
+        "{\"name\":\"x\"",
+        "{\"name\":\"x\",}",
         "\xff\xfe{",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -873,6 +970,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_destroy_null_is_safe),
         cmocka_unit_test(test_config_table),
+        cmocka_unit_test(test_config_loads_defaults_and_yaml),
         cmocka_unit_test(test_invalid_settings_fail_naming_the_key),
         cmocka_unit_test(test_stats_apply_maps_fields),
         cmocka_unit_test(test_stats_apply_malformed_changes_nothing),
