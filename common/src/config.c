@@ -525,6 +525,14 @@ static void clear_field(const struct upm_config_section *sec, const struct upm_c
 
 /* ---- tables and defaults ---------------------------------------------- */
 
+/* Only its address matters (see UPM_CFG_EXTERNAL). */
+const struct upm_config_key upm_config_external_keys[1];
+
+static bool is_external(const struct upm_config_section *sec)
+{
+    return sec->keys == upm_config_external_keys;
+}
+
 /* A bad table is a bug in the service, not in the user's file; say so, so
  * nobody goes looking for the problem in their YAML. */
 static int check_tables(const struct upm_config_section *sections, size_t nsections, char *errstr,
@@ -533,7 +541,8 @@ static int check_tables(const struct upm_config_section *sections, size_t nsecti
     char ea[ENV_NAME_SZ], eb[ENV_NAME_SZ];
     for (size_t s = 0; s < nsections; s++) {
         const struct upm_config_section *sec = &sections[s];
-        if (!valid_name(sec->name) || !sec->target || (sec->nkeys && !sec->keys)) {
+        if (!valid_name(sec->name) || (!is_external(sec) && !sec->target) ||
+            (sec->nkeys && !sec->keys) || (is_external(sec) && sec->nkeys)) {
             set_err(errstr, errstr_size,
                     "section #%zu \"%s\": bad name, target or keys in the config table "
                     "(programming error)",
@@ -866,6 +875,24 @@ static int parse_section(struct loader *ld, size_t s)
     }
 }
 
+/* Consume the node whose first event is in ld->ev, going through
+ * next_event so that an external section obeys the same YAML restrictions
+ * as the rest of the file. */
+static int skip_node(struct loader *ld)
+{
+    size_t depth = 0;
+    for (;;) {
+        if (ld->ev.type == YAML_MAPPING_START_EVENT || ld->ev.type == YAML_SEQUENCE_START_EVENT)
+            depth++;
+        else if (ld->ev.type == YAML_MAPPING_END_EVENT || ld->ev.type == YAML_SEQUENCE_END_EVENT)
+            depth--;
+        if (depth == 0)
+            return 0;
+        if (next_event(ld) != 0)
+            return -1;
+    }
+}
+
 static int parse_document(struct loader *ld)
 {
     char v[MSG_VALUE + 8];
@@ -912,6 +939,11 @@ static int parse_document(struct loader *ld)
         ld->section_line[s] = ld->ev.start_mark.line + 1;
         if (next_event(ld) != 0)
             return -1;
+        if (is_external(&ld->sections[s])) {
+            if (skip_node(ld) != 0)
+                return -1;
+            continue;
+        }
         if (is_null_scalar(&ld->ev))
             continue; /* "log:" with every key commented out */
         if (ld->ev.type != YAML_MAPPING_START_EVENT) {
@@ -1198,6 +1230,8 @@ void upm_config_print(const struct upm_config_section *sections, size_t nsection
     char num[64];
     for (size_t s = 0; s < nsections; s++) {
         const struct upm_config_section *sec = &sections[s];
+        if (is_external(sec))
+            continue;
         fprintf(out, "%s:\n", sec->name);
         for (size_t k = 0; k < sec->nkeys; k++) {
             const struct upm_config_key *key = &sec->keys[k];

@@ -709,7 +709,9 @@ void upm_kafka_producer_destroy(struct upm_kafka_producer *p)
 struct upm_kafka_consumer {
     struct client cl; /* first: the conf opaque */
     int closed;
-    int stats; /* statistics on: lag series exist and need pruning */
+    int stats;        /* statistics on: lag series exist and need pruning */
+    int reset_latest; /* auto.offset.reset is latest (rewind without a commit) */
+    uint64_t rebalances; /* assignment changes served; read by the polling thread */
 };
 
 struct upm_kafka_batch {
@@ -764,6 +766,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char list[512];
 
     format_partitions(parts, list, sizeof(list));
+    c->rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         upm_log_info(MOD, "partitions assigned | client=%s protocol=%s count=%d partitions=%s",
                      c->cl.name, coop ? "cooperative" : "eager", parts->cnt, list);
@@ -825,6 +828,7 @@ struct upm_kafka_consumer *upm_kafka_consumer_create(const struct upm_kafka_conf
         goto fail;
     client_init(&c->cl, reg, conf);
     c->stats = cfg->statistics_interval_ms > 0;
+    c->reset_latest = cfg->auto_offset_reset && strcmp(cfg->auto_offset_reset, "latest") == 0;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
 
     c->cl.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, rderr, sizeof(rderr));
@@ -1017,6 +1021,166 @@ out:
         rd_kafka_topic_partition_list_destroy(offsets);
     if (assigned)
         rd_kafka_topic_partition_list_destroy(assigned);
+    return ret;
+}
+
+uint64_t upm_kafka_consumer_rebalances(const struct upm_kafka_consumer *c)
+{
+    return c->rebalances;
+}
+
+static int is_assigned(struct upm_kafka_consumer *c, const char *topic, int32_t partition,
+                       rd_kafka_resp_err_t *err)
+{
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    *err = rd_kafka_assignment(c->cl.rk, &assigned);
+    if (*err)
+        return 0;
+    int found = rd_kafka_topic_partition_list_find(assigned, topic, partition) != NULL;
+    rd_kafka_topic_partition_list_destroy(assigned);
+    return found;
+}
+
+int upm_kafka_consumer_commit_offset(struct upm_kafka_consumer *c, const char *topic,
+                                     int32_t partition, int64_t offset, const char *metadata,
+                                     int *retriable)
+{
+    int dummy;
+    rd_kafka_resp_err_t err;
+    rd_kafka_topic_partition_list_t *offsets = NULL;
+    int ret = -1;
+
+    if (!retriable)
+        retriable = &dummy;
+    *retriable = 0;
+    if (c->closed || offset < 0)
+        return -1;
+    if (!is_assigned(c, topic, partition, &err)) {
+        if (!err) {
+            upm_log_info(MOD, "not committing a revoked partition | client=%s topic=%s "
+                              "partition=%" PRId32, c->cl.name, topic, partition);
+            return -1;
+        }
+        goto fail;
+    }
+    offsets = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(offsets, topic, partition);
+    tp->offset = offset;
+    if (metadata && *metadata) {
+        /* The list owns (and frees) its elements' metadata. */
+        tp->metadata_size = strlen(metadata);
+        tp->metadata = upm_malloc(tp->metadata_size);
+        memcpy(tp->metadata, metadata, tp->metadata_size);
+    }
+    err = rd_kafka_commit(c->cl.rk, offsets, 0 /* synchronous */);
+    if (!err)
+        err = offsets->elems[0].err;
+    if (err)
+        goto fail;
+    ret = 0;
+    goto out;
+
+fail:
+    *retriable = commit_retriable(err);
+    upm_log_warn(MOD, "commit failed: %s | client=%s err=%s retriable=%d", rd_kafka_err2str(err),
+                 c->cl.name, rd_kafka_err2name(err), *retriable);
+out:
+    if (offsets)
+        rd_kafka_topic_partition_list_destroy(offsets);
+    return ret;
+}
+
+int upm_kafka_consumer_committed(struct upm_kafka_consumer *c, const char *topic,
+                                 int32_t partition, int timeout_ms, int64_t *offset,
+                                 char *metadata, size_t metadata_size, int *retriable)
+{
+    int dummy;
+    if (!retriable)
+        retriable = &dummy;
+    *retriable = 0;
+    if (c->closed)
+        return -1;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, topic, partition);
+    rd_kafka_resp_err_t err = rd_kafka_committed(c->cl.rk, parts, timeout_ms);
+    if (!err)
+        err = parts->elems[0].err;
+    if (err) {
+        /* Fetching is read-only: any failure may pass on a later try unless
+         * the client itself is dead. */
+        *retriable = !atomic_load(&c->cl.fatal);
+        upm_log_warn(MOD, "fetching the committed offset failed: %s | client=%s topic=%s "
+                          "partition=%" PRId32, rd_kafka_err2str(err), c->cl.name, topic, partition);
+        rd_kafka_topic_partition_list_destroy(parts);
+        return -1;
+    }
+    const rd_kafka_topic_partition_t *tp = &parts->elems[0];
+    *offset = tp->offset >= 0 ? tp->offset : -1;
+    if (metadata && metadata_size > 0) {
+        size_t n = tp->metadata ? tp->metadata_size : 0;
+        if (n >= metadata_size)
+            n = metadata_size - 1;
+        if (n)
+            memcpy(metadata, tp->metadata, n);
+        metadata[n] = '\0';
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return 0;
+}
+
+int upm_kafka_consumer_rewind(struct upm_kafka_consumer *c, int timeout_ms, int *retriable)
+{
+    int dummy;
+    int ret = -1;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_error_t *error = NULL;
+
+    if (!retriable)
+        retriable = &dummy;
+    *retriable = 0;
+    if (c->closed)
+        return -1;
+    rd_kafka_resp_err_t err = rd_kafka_assignment(c->cl.rk, &parts);
+    if (!err && parts->cnt > 0)
+        err = rd_kafka_committed(c->cl.rk, parts, timeout_ms);
+    if (err)
+        goto fail;
+    for (int i = 0; i < parts->cnt; i++) {
+        if (parts->elems[i].err) {
+            err = parts->elems[i].err;
+            goto fail;
+        }
+        /* No commit yet: where a fresh member would start. */
+        if (parts->elems[i].offset < 0)
+            parts->elems[i].offset =
+                c->reset_latest ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+    }
+    if (parts->cnt > 0) {
+        error = rd_kafka_seek_partitions(c->cl.rk, parts, timeout_ms);
+        if (error) {
+            err = rd_kafka_error_code(error);
+            goto fail;
+        }
+        for (int i = 0; i < parts->cnt; i++) {
+            if (parts->elems[i].err) {
+                err = parts->elems[i].err;
+                goto fail;
+            }
+        }
+    }
+    upm_log_info(MOD, "rewound to the committed offsets | client=%s partitions=%d", c->cl.name,
+                 parts->cnt);
+    ret = 0;
+    goto out;
+
+fail:
+    *retriable = !atomic_load(&c->cl.fatal);
+    upm_log_warn(MOD, "rewinding failed: %s | client=%s", rd_kafka_err2str(err), c->cl.name);
+out:
+    if (error)
+        rd_kafka_error_destroy(error);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
     return ret;
 }
 

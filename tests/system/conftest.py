@@ -145,3 +145,38 @@ def topology(stack):
         out[(int(shard), int(replica))] = ClickHouse(url, env["UPMON_CLICKHOUSE_USER"],
                                                      env["UPMON_CLICKHOUSE_PASSWORD"])
     return out
+
+
+# --------------------------------------------------------------------------
+# The Kubernetes control plane (ci/kube) for the Lease election tests.
+
+
+@pytest.fixture(scope="session")
+def kube():
+    """A running ci/kube control plane (with the Prometheus Operator CRDs) as a KubePlane.
+
+    Uses UPMON_KUBE_STATE_DIR if set, else its own <repo>/.state-kube-test on ports
+    offset by UPMON_KUBE_PORT_OFFSET (default 100, so a developer's `ci/kube up` on the
+    default ports is not disturbed). If a control plane already runs there it is reused
+    and left running; one this fixture started is stopped (and wiped) at the end.
+    """
+    from kubeplane import KubePlane, parse_env, run_kube
+
+    state = os.path.abspath(os.environ.get("UPMON_KUBE_STATE_DIR")
+                            or os.path.join(ROOT, ".state-kube-test"))
+    env = dict(os.environ)
+    env.setdefault("UPMON_KUBE_PORT_OFFSET", "100")
+    was_running = run_kube("status", state=state, env=env, timeout=60).returncode == 0
+    # Cold, this builds kube-apiserver and kubectl first (minutes); cached, seconds.
+    up = run_kube("up", "--crds", state=state, env=env, timeout=3600)
+    if up.returncode != 0:
+        run_kube("down", state=state, env=env, timeout=120)
+        pytest.fail("`ci/kube up --crds` failed (exit %d):\n%s%s"
+                    % (up.returncode, up.stdout, up.stderr), pytrace=False)
+    out = run_kube("env", state=state, env=env, timeout=60)
+    if out.returncode != 0:
+        pytest.fail("`ci/kube env` failed:\n%s" % out.stderr, pytrace=False)
+    yield KubePlane(state, parse_env(out.stdout))
+    if not was_running:
+        down = run_kube("down", "--wipe", state=state, env=env, timeout=180)
+        assert down.returncode == 0, "ci/kube down failed:\n%s%s" % (down.stdout, down.stderr)

@@ -767,6 +767,38 @@ static void test_env_names_map_dots_and_dashes(void **state)
     assert_null(t.v);
 }
 
+/* An external section is skipped whatever its shape, but still obeys the
+ * file-wide YAML rules, and is not printed. */
+static void test_external_section(void **state)
+{
+    const struct upm_config_section s[] = {
+        {"log", log_keys, NKEYS(log_keys), &log_cfg},
+        {"incidents", UPM_CFG_EXTERNAL, 0, NULL},
+    };
+    const char *ok = "incidents:\n  - {kind: spike, at: [1, 2]}\n  - x\nlog:\n  level: debug\n";
+    assert_int_equal(upm_config_load_string(s, 2, ok, strlen(ok), "t", err, sizeof(err)), 0);
+    assert_string_equal(log_cfg.level, "debug");
+    const char *scalar = "incidents: 3\n";
+    assert_int_equal(upm_config_load_string(s, 2, scalar, strlen(scalar), "t", err, sizeof(err)),
+                     0);
+    char *out = capture(upm_config_print, s, 2);
+    assert_null(strstr(out, "incidents"));
+    assert_non_null(strstr(out, "log:"));
+    free(out);
+
+    const char *alias = "incidents:\n  - &a {x: 1}\n  - *a\n";
+    assert_int_equal(upm_config_load_string(s, 2, alias, strlen(alias), "t", err, sizeof(err)), -1);
+    assert_contains(err, "t:2:");
+    const char *dup = "incidents: []\nincidents: []\n";
+    assert_int_equal(upm_config_load_string(s, 2, dup, strlen(dup), "t", err, sizeof(err)), -1);
+    assert_contains(err, "duplicate section");
+    /* Keys on an external section are a table bug. */
+    const struct upm_config_section bad[] = {{"incidents", UPM_CFG_EXTERNAL, 1, NULL}};
+    assert_int_equal(upm_config_load_string(bad, 1, "", 0, "t", err, sizeof(err)), -1);
+    assert_contains(err, "programming error");
+    upm_config_free(s, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -795,6 +827,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_table_is_programming_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_names_map_dots_and_dashes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_external_section, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -698,6 +698,90 @@ static void test_commit_then_new_member_resumes(void **state)
     assert_int_equal(first_offset_for_group(&cfg), 0);
 }
 
+/* Commit metadata survives to the next member; rewind re-delivers what was
+ * polled but not committed; the rebalance counter moves on assignment. */
+static void test_commit_offset_metadata_and_rewind(void **state)
+{
+    (void)state;
+    const char *topic = "meta";
+    assert_int_equal(rd_kafka_mock_topic_create(mock, topic, 1, 3), 0);
+    struct upm_kafka_config cfg = base_config(topic, "g-meta");
+    char errstr[512] = "";
+    struct upm_kafka_producer *p = upm_kafka_producer_create(&cfg, NULL, errstr, sizeof(errstr));
+    assert_non_null(p);
+    produce_seq(p, topic, 0, 10);
+    assert_int_equal(upm_kafka_producer_flush(p, 10000), 0);
+    upm_kafka_producer_destroy(p);
+
+    struct upm_kafka_consumer *a =
+        upm_kafka_consumer_create(&cfg, NULL, NULL, 0, errstr, sizeof(errstr));
+    assert_non_null(a);
+    uint64_t before = upm_kafka_consumer_rebalances(a);
+    struct collected got = {0};
+    collect(a, 6, 6, &got);
+    assert_int_equal(got.count, 6);
+    assert_true(upm_kafka_consumer_rebalances(a) > before); /* the assignment */
+
+    int retriable = -1;
+    int64_t off = -5;
+    char meta[64] = "junk";
+    /* Nothing committed yet: -1 and no metadata. */
+    assert_int_equal(upm_kafka_consumer_committed(a, topic, 0, 5000, &off, meta, sizeof(meta),
+                                                  &retriable),
+                     0);
+    assert_int_equal(off, -1);
+    assert_string_equal(meta, "");
+
+    assert_int_equal(upm_kafka_consumer_commit_offset(a, topic, 0, 2, "cut end=6", &retriable), 0);
+    assert_int_equal(upm_kafka_consumer_committed(a, topic, 0, 5000, &off, meta, sizeof(meta),
+                                                  &retriable),
+                     0);
+    assert_int_equal(off, 2);
+    assert_string_equal(meta, "cut end=6");
+    /* Truncated to the caller's buffer. */
+    char small[4];
+    assert_int_equal(upm_kafka_consumer_committed(a, topic, 0, 5000, &off, small, sizeof(small),
+                                                  &retriable),
+                     0);
+    assert_string_equal(small, "cut");
+    /* A partition that is not ours is refused without a request. */
+    assert_int_equal(upm_kafka_consumer_commit_offset(a, topic, 7, 1, NULL, &retriable), -1);
+    assert_int_equal(retriable, 0);
+
+    /* Rewind: the 4 messages after the committed offset 2 that were already
+     * polled (2..5) come again, from offset 2. */
+    collected_free(&got);
+    assert_int_equal(upm_kafka_consumer_rewind(a, 5000, &retriable), 0);
+    collect(a, 1, 1, &got);
+    assert_int_equal(got.count, 1);
+    assert_int_equal(upm_kafka_batch_message(got.batches[0], 0)->offset, 2);
+    collected_free(&got);
+    assert_int_equal(upm_kafka_consumer_close(a), 0);
+    assert_int_equal(upm_kafka_consumer_rewind(a, 5000, &retriable), -1);
+    assert_int_equal(upm_kafka_consumer_commit_offset(a, topic, 0, 3, NULL, &retriable), -1);
+    upm_kafka_consumer_destroy(a);
+
+    /* The next member sees offset and metadata; committing without metadata
+     * clears it. */
+    struct upm_kafka_consumer *b =
+        upm_kafka_consumer_create(&cfg, NULL, NULL, 0, errstr, sizeof(errstr));
+    assert_non_null(b);
+    collect(b, 1, 1, &got);
+    assert_int_equal(upm_kafka_batch_message(got.batches[0], 0)->offset, 2);
+    assert_int_equal(upm_kafka_consumer_committed(b, topic, 0, 5000, &off, meta, sizeof(meta),
+                                                  &retriable),
+                     0);
+    assert_string_equal(meta, "cut end=6");
+    assert_int_equal(upm_kafka_consumer_commit_offset(b, topic, 0, 6, NULL, &retriable), 0);
+    assert_int_equal(upm_kafka_consumer_committed(b, topic, 0, 5000, &off, meta, sizeof(meta),
+                                                  &retriable),
+                     0);
+    assert_int_equal(off, 6);
+    assert_string_equal(meta, "");
+    collected_free(&got);
+    upm_kafka_consumer_destroy(b);
+}
+
 static void test_delivery_failure_counted(void **state)
 {
     const char *topic = "failing";
@@ -976,6 +1060,7 @@ int main(void)
         cmocka_unit_test(test_stats_apply_malformed_changes_nothing),
         cmocka_unit_test(test_produce_consume_roundtrip),
         cmocka_unit_test(test_commit_then_new_member_resumes),
+        cmocka_unit_test(test_commit_offset_metadata_and_rewind),
         cmocka_unit_test(test_delivery_failure_counted),
         cmocka_unit_test(test_produce_without_topic_fails),
         cmocka_unit_test(test_queue_full_is_retriable),

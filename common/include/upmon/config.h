@@ -110,6 +110,19 @@ struct upm_config_section {
 };
 
 /*
+ * An external section: { "incidents", UPM_CFG_EXTERNAL, 0, NULL }. The loader
+ * accepts that top-level key with a value of any shape (still rejecting
+ * anchors, aliases, custom tags, NUL and duplicates, as everywhere) and skips
+ * it; it has no keys, no environment variables, and is neither printed nor
+ * documented. The service parses that part of the file itself, for values a
+ * key table cannot describe (a list of objects, e.g. the simulator's
+ * incidents). A marker rather than a new struct field so that existing
+ * positional section initialisers stay complete.
+ */
+extern const struct upm_config_key upm_config_external_keys[1];
+#define UPM_CFG_EXTERNAL upm_config_external_keys
+
+/*
  * Fill every section's target: defaults, then the YAML file at path (NULL =
  * no file), then UPMON_* environment variables. Returns 0, or -1 with a
  * message naming the key in errstr (a missing or unreadable file: the path

@@ -234,6 +234,47 @@ int upm_kafka_consumer_commit(struct upm_kafka_consumer *c, const struct upm_kaf
                               int *retriable);
 
 /*
+ * Commit one partition's offset (the next offset to read) with metadata
+ * (NULL or "" = none; Kafka keeps up to a broker-set size, 4 KiB by
+ * default), synchronously. Refuses (-1, *retriable = 0, nothing sent) when
+ * the partition is not assigned to this member. Errors as for
+ * upm_kafka_consumer_commit. Poll-thread only.
+ */
+int upm_kafka_consumer_commit_offset(struct upm_kafka_consumer *c, const char *topic,
+                                     int32_t partition, int64_t offset, const char *metadata,
+                                     int *retriable);
+
+/*
+ * Fetch the group's committed offset of one partition from the broker,
+ * waiting up to timeout_ms: 0 with *offset (-1 when nothing is committed)
+ * and its metadata copied into metadata (NUL-terminated, truncated to
+ * metadata_size - 1 bytes, "" when none; metadata may be NULL), or -1 with
+ * *retriable (1 unless the client hit a fatal error). Poll-thread only.
+ */
+int upm_kafka_consumer_committed(struct upm_kafka_consumer *c, const char *topic,
+                                 int32_t partition, int timeout_ms, int64_t *offset,
+                                 char *metadata, size_t metadata_size, int *retriable);
+
+/*
+ * Seek every assigned partition back to its committed offset (to the
+ * auto_offset_reset end when none), so that messages polled but not
+ * committed are delivered again; messages already fetched for those
+ * partitions are discarded by librdkafka. Used by a caller that dropped
+ * uncommitted work it cannot finish (a rebalance in the middle of it, a
+ * commit that failed for good). 0, or -1 with *retriable. Poll-thread only.
+ */
+int upm_kafka_consumer_rewind(struct upm_kafka_consumer *c, int timeout_ms, int *retriable);
+
+/*
+ * How many assignment changes (assign, revoke, lost) this consumer has
+ * served so far. A caller that keeps per-partition state compares it before
+ * and after each poll: any change means messages of one batch may straddle
+ * an assignment, so uncommitted state must be dropped (and the consumer
+ * rewound). Poll-thread only.
+ */
+uint64_t upm_kafka_consumer_rebalances(const struct upm_kafka_consumer *c);
+
+/*
  * Sum over the assigned partitions of (cached high watermark - position), or
  * -1 when nothing is assigned or nothing is known yet. No network round-trip.
  */

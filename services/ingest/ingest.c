@@ -1,0 +1,610 @@
+#include "ingest.h"
+
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dlq.h"
+#include "range.h"
+#include "upmon/alloc.h"
+#include "upmon/clock.h"
+#include "upmon/event.h"
+#include "upmon/evrow.h"
+#include "upmon/log.h"
+
+#define MOD "ingest"
+
+#define IOFF(f) offsetof(struct ing_config, f)
+#define NORANGE 1, 0
+
+const struct upm_config_key ing_config_keys[] = {
+    {"shards", UPM_CFG_STRING_LIST, IOFF(shards), NULL, NORANGE, NULL,
+     "ClickHouse shards in system.clusters shard_num order; each item is that shard's replica "
+     "URLs joined by '|'.",
+     UPM_CFG_REQUIRED},
+    {"table", UPM_CFG_STRING, IOFF(table), "events_local", NORANGE, NULL,
+     "Local (ReplicatedMergeTree) table written on every shard.", 0},
+    {"batch_rows", UPM_CFG_INT, IOFF(batch_rows), "200000", 1, 10000000, NULL,
+     "Valid rows per source partition that cut a batch.", 0},
+    {"batch_bytes", UPM_CFG_INT, IOFF(batch_bytes), "33554432", 1024, 1073741824, NULL,
+     "RowBinary bytes per source partition that cut a batch.", 0},
+    {"batch_age", UPM_CFG_DURATION_MS, IOFF(batch_age_ms), "250ms", 1, 600000, NULL,
+     "Age of a batch's first message that cuts it.", 0},
+    {"poll_max", UPM_CFG_INT, IOFF(poll_max), "20000", 1, 1000000, NULL,
+     "Messages taken from the consumer per poll.", 0},
+    {"retry_backoff_max", UPM_CFG_DURATION_MS, IOFF(retry_backoff_max_ms), "5s", 10, 600000, NULL,
+     "Upper bound of the wait between two attempts of a failed insert or commit.", 0},
+    {"shutdown_timeout", UPM_CFG_DURATION_MS, IOFF(shutdown_timeout_ms), "15s", 0, 600000, NULL,
+     "How long a stop may spend flushing and committing.", 0},
+    {"check_topology", UPM_CFG_BOOL, IOFF(check_topology), "true", NORANGE, NULL,
+     "Refuse to start unless the shard count matches system.clusters.", 0},
+    {"cdn_hosts", UPM_CFG_STRING_LIST, IOFF(cdn_hosts), "", NORANGE, NULL,
+     "Own-CDN host suffixes for media classification.", 0},
+};
+const size_t ing_config_nkeys = sizeof(ing_config_keys) / sizeof(ing_config_keys[0]);
+
+enum step { STEP_OK = 0, STEP_RESTART };
+
+struct ingest {
+    const struct ing_config *cfg;
+    const struct upm_kafka_config *kcfg;
+    struct upm_prom_registry *reg;
+    struct upm_httpd *httpd;
+    volatile sig_atomic_t *stop;
+    int64_t deadline_ns; /* set once a stop is seen: the end of the shutdown budget */
+
+    struct upm_kafka_consumer *consumer;
+    struct upm_kafka_producer *dlq;
+    struct upm_ch_client **ch;
+    uint32_t nshards;
+
+    struct ing_range *ranges; /* indexed by partition */
+    bool *live;
+    size_t nranges;
+    struct ing_limits lim;
+    struct upm_event_opts evopts;
+    uint64_t rebalances_seen;
+    uint64_t dlq_failed, dlq_failed_seen;
+
+    struct upm_prom_series *consumed, *dlq_produced, *dlq_failures, *restarts;
+    struct upm_prom_metric *rejected, *inserted, *insert_failures, *batches;
+    struct upm_prom_series *batch_rows, *batch_bytes, *insert_seconds, *e2s_seconds;
+};
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static bool giving_up(struct ingest *in)
+{
+    if (!*in->stop)
+        return false;
+    int64_t now = upm_clock_mono_ns();
+    if (in->deadline_ns == 0)
+        in->deadline_ns = now + in->cfg->shutdown_timeout_ms * UPM_NS_PER_MS;
+    return now >= in->deadline_ns;
+}
+
+/* Sleep, cut short by a stop; a stopping service still retries until its
+ * deadline, so the wait then is short. */
+static void backoff_sleep(struct ingest *in, int64_t *backoff_ms)
+{
+    int64_t ms = *in->stop ? 100 : *backoff_ms;
+    int64_t slept = 0;
+    while (slept < ms && (*in->stop == 0 || ms == 100)) {
+        int64_t step = ms - slept < 50 ? ms - slept : 50;
+        upm_clock_sleep_ms(step, NULL);
+        slept += step;
+    }
+    *backoff_ms *= 2;
+    if (*backoff_ms > in->cfg->retry_backoff_max_ms)
+        *backoff_ms = in->cfg->retry_backoff_max_ms;
+}
+
+static void on_dlq_delivery(void *opaque, const struct upm_kafka_delivery *d)
+{
+    struct ingest *in = opaque;
+    if (d->err == 0) {
+        upm_prom_inc(in->dlq_produced, 1);
+    } else {
+        in->dlq_failed++;
+        upm_prom_inc(in->dlq_failures, 1);
+        upm_log_warn(MOD, "DLQ delivery failed: %s | topic=%s", d->errstr, d->topic);
+    }
+}
+
+static int commit_retry(struct ingest *in, int32_t partition, int64_t offset, const char *meta)
+{
+    int64_t backoff = 100;
+    for (;;) {
+        int retriable = 0;
+        if (upm_kafka_consumer_commit_offset(in->consumer, in->kcfg->topic, partition, offset,
+                                             meta, &retriable) == 0)
+            return 0;
+        if (!retriable || giving_up(in))
+            return -1;
+        backoff_sleep(in, &backoff);
+    }
+}
+
+static int insert_retry(struct ingest *in, uint32_t shard, const struct upm_buf *block,
+                        size_t rows)
+{
+    int64_t backoff = 200;
+    char shard_label[16];
+    snprintf(shard_label, sizeof(shard_label), "%" PRIu32, shard);
+    for (;;) {
+        struct upm_ch_error err;
+        int64_t t0 = upm_clock_mono_ns();
+        /* The same bytes every time: a retry of a block that did land is
+         * dropped by the server's block deduplication. */
+        int rc = upm_ch_insert(in->ch[shard], in->cfg->table, UPM_EVROW_COLUMNS, "RowBinary",
+                               block->data, block->len, &err);
+        if (rc == 0) {
+            upm_prom_observe(in->insert_seconds,
+                             (double)(upm_clock_mono_ns() - t0) / (double)UPM_NS_PER_S);
+            upm_prom_inc(upm_prom_series_get(in->inserted, (const char *[]){shard_label}),
+                         (double)rows);
+            upm_httpd_set_ready(in->httpd, true, NULL);
+            return 0;
+        }
+        upm_prom_inc(upm_prom_series_get(in->insert_failures, (const char *[]){shard_label}), 1);
+        upm_httpd_set_ready(in->httpd, false, "ClickHouse inserts failing");
+        /* Nothing is skipped, not even on a non-retriable error (a schema
+         * mismatch, a missing table): the rows stay uncommitted and the
+         * insert is tried again until an operator fixes the cause. */
+        upm_log_warn(MOD, "insert failed, retrying | shard=%" PRIu32 " rows=%zu code=%d http=%d "
+                          "retriable=%d backoff_ms=%" PRId64 " error=\"%s\"",
+                     shard, rows, err.code, err.http_status, err.retriable ? 1 : 0, backoff,
+                     err.message);
+        if (giving_up(in))
+            return -1;
+        backoff_sleep(in, &backoff);
+    }
+}
+
+static int dlq_flush(struct ingest *in)
+{
+    while (upm_kafka_producer_flush(in->dlq, 1000) > 0) {
+        if (giving_up(in))
+            return -1;
+    }
+    if (in->dlq_failed != in->dlq_failed_seen) {
+        /* A rejected message may be missing from the DLQ: redo the range. */
+        in->dlq_failed_seen = in->dlq_failed;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- ranges ---------------------------------------------------------------- */
+
+/* Store one range: record its end (unless an earlier owner did), insert
+ * every shard's block, make sure its DLQ messages are delivered, commit its
+ * end. Anything short of that leaves the committed offset at r->start. */
+static enum step flush_range(struct ingest *in, struct ing_range *r, enum ing_cut cut)
+{
+    if (r->nmsgs == 0)
+        return STEP_OK;
+    int64_t end = r->next;
+    if (cut != ING_CUT_RECORDED) {
+        char meta[128];
+        if (ing_meta_format(meta, sizeof(meta), end, in->nshards) != 0 ||
+            commit_retry(in, r->partition, r->start, meta) != 0)
+            return STEP_RESTART;
+    }
+    for (uint32_t s = 0; s < in->nshards; s++) {
+        if (r->shard_rows[s] == 0)
+            continue;
+        if (insert_retry(in, s, &r->blocks[s], r->shard_rows[s]) != 0)
+            return STEP_RESTART;
+    }
+    if (dlq_flush(in) != 0 || commit_retry(in, r->partition, end, NULL) != 0)
+        return STEP_RESTART;
+
+    int64_t now = upm_clock_real_ns();
+    for (size_t i = 0; i < r->nvalid; i++)
+        upm_prom_observe(in->e2s_seconds, (double)(now - r->ts_ns[i]) / (double)UPM_NS_PER_S);
+    upm_prom_observe(in->batch_rows, (double)r->nvalid);
+    upm_prom_observe(in->batch_bytes, (double)r->bytes);
+    upm_prom_inc(upm_prom_series_get(in->batches, (const char *[]){ing_cut_name(cut)}), 1);
+    upm_log_debug(MOD, "range stored | partition=%" PRId32 " start=%" PRId64 " end=%" PRId64
+                       " messages=%zu rows=%zu cut=%s",
+                  r->partition, r->start, end, r->nmsgs, r->nvalid, ing_cut_name(cut));
+    ing_range_reset(r, end, -1);
+    return STEP_OK;
+}
+
+/* The range of a partition, set up from its committed offset and metadata
+ * the first time a message of it arrives in this assignment. */
+static struct ing_range *range_for(struct ingest *in, int32_t partition, int64_t first_offset)
+{
+    if (partition < 0)
+        return NULL;
+    if ((size_t)partition >= in->nranges) {
+        size_t n = (size_t)partition + 1;
+        in->ranges = upm_realloc(in->ranges, n * sizeof(*in->ranges));
+        in->live = upm_realloc(in->live, n * sizeof(*in->live));
+        memset(in->ranges + in->nranges, 0, (n - in->nranges) * sizeof(*in->ranges));
+        memset(in->live + in->nranges, 0, (n - in->nranges) * sizeof(*in->live));
+        in->nranges = n;
+    }
+    struct ing_range *r = &in->ranges[partition];
+    if (in->live[partition])
+        return r;
+
+    int64_t committed = -1, end = -1;
+    char meta[512];
+    int64_t backoff = 100;
+    for (;;) {
+        int retriable = 0;
+        if (upm_kafka_consumer_committed(in->consumer, in->kcfg->topic, partition, 10000,
+                                         &committed, meta, sizeof(meta), &retriable) == 0)
+            break;
+        if (!retriable || giving_up(in))
+            return NULL;
+        backoff_sleep(in, &backoff);
+    }
+    uint32_t nshards = 0;
+    int prc = committed >= 0 ? ing_meta_parse(meta, &end, &nshards) : 1;
+    if (prc < 0) {
+        upm_log_warn(MOD, "ignoring malformed commit metadata | partition=%" PRId32 " meta=\"%s\"",
+                     partition, meta);
+        end = -1;
+    } else if (prc == 0 && nshards != in->nshards) {
+        /* Rows of the recorded range now hash differently: the replay cannot
+         * be deduplicated. Only a topology change does this. */
+        upm_log_error(MOD, "recorded range was cut for another shard count; its rows may be "
+                           "stored twice | partition=%" PRId32 " recorded=%" PRIu32 " now=%" PRIu32,
+                      partition, nshards, in->nshards);
+    }
+    if (prc != 0)
+        end = -1;
+    int64_t start = committed >= 0 ? committed : first_offset;
+    if (!r->blocks)
+        ing_range_init(r, partition, in->nshards, start, end);
+    else
+        ing_range_reset(r, start, end);
+    in->live[partition] = true;
+    upm_log_info(MOD, "partition started | partition=%" PRId32 " committed=%" PRId64
+                      " recorded_end=%" PRId64,
+                 partition, committed, end);
+    return r;
+}
+
+static enum step restart(struct ingest *in, const char *why)
+{
+    upm_prom_inc(in->restarts, 1);
+    upm_log_info(MOD, "dropping uncommitted work, rewinding to the committed offsets | why=%s",
+                 why);
+    for (size_t p = 0; p < in->nranges; p++)
+        in->live[p] = false;
+    in->rebalances_seen = upm_kafka_consumer_rebalances(in->consumer);
+    int64_t backoff = 100;
+    for (;;) {
+        int retriable = 0;
+        if (upm_kafka_consumer_rewind(in->consumer, 10000, &retriable) == 0 || !retriable ||
+            *in->stop)
+            break;
+        backoff_sleep(in, &backoff);
+    }
+    return STEP_RESTART;
+}
+
+static void produce_dlq(struct ingest *in, const struct upm_kafka_message *m,
+                        const struct upm_event_error *err)
+{
+    struct ing_dlq_headers h;
+    size_t nh = ing_dlq_headers(&h, err, m->partition, m->offset);
+    const void *value = m->value ? m->value : "";
+    size_t len = m->value ? m->len : 0;
+    for (;;) {
+        int retriable = 0;
+        if (upm_kafka_produce(in->dlq, in->kcfg->dlq_topic, m->key, m->key_len, value, len, h.h,
+                              nh, NULL, &retriable) == 0)
+            return;
+        if (retriable && !giving_up(in))
+            continue;
+        if (len > 65536) {
+            /* Too large for the DLQ topic: keep the head, say so. */
+            upm_log_warn(MOD, "DLQ message too large, truncating | partition=%" PRId32
+                              " offset=%" PRId64 " bytes=%zu",
+                         m->partition, m->offset, len);
+            len = 65536;
+            continue;
+        }
+        /* Counted as a failed delivery: the range is redone. */
+        in->dlq_failed++;
+        upm_prom_inc(in->dlq_failures, 1);
+        return;
+    }
+}
+
+static enum step process(struct ingest *in, const struct upm_kafka_message *m)
+{
+    struct ing_range *r = range_for(in, m->partition, m->offset);
+    if (!r)
+        return restart(in, "committed offset unavailable");
+    if (m->offset < r->start)
+        return STEP_OK; /* below the committed offset: already stored */
+
+    struct upm_event ev;
+    struct upm_event_error err;
+    const char *value = m->value ? m->value : "";
+    bool valid = upm_event_parse(value, m->value ? m->len : 0, &in->evopts, &ev, &err) == 0;
+    int64_t now = upm_clock_mono_ns();
+    upm_prom_inc(in->consumed, 1);
+
+    int rc = ing_range_add(r, valid ? &ev : NULL, m->offset, now);
+    if (rc == 1) {
+        /* Past the recorded end (offsets may have gaps): store that range. */
+        if (flush_range(in, r, ING_CUT_RECORDED) != STEP_OK) {
+            upm_event_clear(&ev);
+            return restart(in, "flush failed");
+        }
+        rc = ing_range_add(r, valid ? &ev : NULL, m->offset, now);
+    }
+    upm_event_clear(&ev);
+    if (rc != 0)
+        return restart(in, "offsets went backwards");
+    if (!valid) {
+        upm_prom_inc(upm_prom_series_get(in->rejected,
+                                         (const char *[]){upm_event_reason_name(err.reason)}),
+                     1);
+        produce_dlq(in, m, &err);
+    }
+    enum ing_cut cut = ing_range_cut(r, &in->lim, now);
+    if (cut != ING_CUT_NONE && flush_range(in, r, cut) != STEP_OK)
+        return restart(in, "flush failed");
+    return STEP_OK;
+}
+
+static enum step sweep(struct ingest *in, bool final)
+{
+    int64_t now = upm_clock_mono_ns();
+    for (size_t p = 0; p < in->nranges; p++) {
+        if (!in->live[p])
+            continue;
+        struct ing_range *r = &in->ranges[p];
+        enum ing_cut cut = ing_range_cut(r, &in->lim, now);
+        if (cut == ING_CUT_NONE && final && r->nmsgs > 0 && r->recorded_end < 0)
+            cut = ING_CUT_FINAL;
+        if (cut != ING_CUT_NONE && flush_range(in, r, cut) != STEP_OK)
+            return restart(in, final ? "final flush failed" : "flush failed");
+    }
+    return STEP_OK;
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+/* "a|b|c" → a list of URLs (owned by the caller: upm_free_list). */
+static size_t split_urls(const char *spec, char ***out)
+{
+    size_t n = 1;
+    for (const char *p = spec; *p; p++)
+        n += *p == '|';
+    char **urls = upm_calloc(n, sizeof(*urls));
+    size_t k = 0;
+    const char *p = spec;
+    for (;;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        while (len && (*p == ' ' || *p == '\t'))
+            p++, len--;
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len)
+            urls[k++] = upm_strndup(p, len);
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    *out = urls;
+    return k;
+}
+
+static int check_topology(struct ingest *in, const struct upm_ch_config *ccfg, char *errstr,
+                          size_t errstr_size)
+{
+    const char *cluster = ccfg->cluster && *ccfg->cluster ? ccfg->cluster : "upmon";
+    for (const char *p = cluster; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-')) {
+            snprintf(errstr, errstr_size, "clickhouse.cluster: unexpected character in '%s'",
+                     cluster);
+            return -1;
+        }
+    }
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(DISTINCT shard_num) FROM system.clusters WHERE cluster = '%s'", cluster);
+    struct upm_buf out;
+    struct upm_ch_error err;
+    upm_buf_init(&out, 4096);
+    int rc = -1;
+    if (upm_ch_query(in->ch[0], sql, &out, &err) != 0) {
+        snprintf(errstr, errstr_size, "ingest: reading system.clusters on shard 0: %s",
+                 err.message);
+        goto out;
+    }
+    char *endp;
+    unsigned long long n = strtoull(out.data, &endp, 10);
+    if (endp == out.data || n != in->nshards) {
+        snprintf(errstr, errstr_size,
+                 "ingest.shards: %" PRIu32 " shards configured, cluster '%s' has %s", in->nshards,
+                 cluster, out.data);
+        goto out;
+    }
+    rc = 0;
+out:
+    upm_buf_free(&out);
+    return rc;
+}
+
+static void register_metrics(struct ingest *in)
+{
+    struct upm_prom_registry *reg = in->reg;
+    static const double rows_b[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
+    static const double bytes_b[] = {1024, 16384, 131072, 1048576, 8388608, 67108864};
+    static const double sec_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    in->consumed = upm_prom_series_get(
+        upm_prom_counter(reg, "upmon_ingest_consumed_total", "Messages consumed.", 0, NULL), NULL);
+    in->rejected = upm_prom_counter(reg, "upmon_ingest_rejected_total",
+                                    "Messages rejected, by reason.", 1, (const char *[]){"reason"});
+    in->inserted = upm_prom_counter(reg, "upmon_ingest_inserted_total",
+                                    "Rows acknowledged by ClickHouse, by shard (retries of a "
+                                    "deduplicated block count again).",
+                                    1, (const char *[]){"shard"});
+    in->insert_failures =
+        upm_prom_counter(reg, "upmon_ingest_insert_failures_total",
+                         "Failed insert attempts (after the client's own retries), by shard.", 1,
+                         (const char *[]){"shard"});
+    in->batches = upm_prom_counter(reg, "upmon_ingest_batches_total",
+                                   "Ranges stored, by what cut them.", 1, (const char *[]){"cut"});
+    in->dlq_produced = upm_prom_series_get(
+        upm_prom_counter(reg, "upmon_ingest_dlq_produced_total",
+                         "Rejected messages delivered to the DLQ topic.", 0, NULL),
+        NULL);
+    in->dlq_failures = upm_prom_series_get(
+        upm_prom_counter(reg, "upmon_ingest_dlq_failures_total",
+                         "Rejected messages whose DLQ delivery failed (their range is redone).", 0,
+                         NULL),
+        NULL);
+    in->restarts = upm_prom_series_get(
+        upm_prom_counter(reg, "upmon_ingest_restarts_total",
+                         "Times uncommitted work was dropped and re-read from the committed "
+                         "offsets (rebalance, failed commit, shutdown deadline).",
+                         0, NULL),
+        NULL);
+    in->batch_rows = upm_prom_series_get(
+        upm_prom_histogram(reg, "upmon_ingest_batch_rows", "Valid rows per stored range.",
+                           sizeof(rows_b) / sizeof(rows_b[0]), rows_b, 0, NULL),
+        NULL);
+    in->batch_bytes = upm_prom_series_get(
+        upm_prom_histogram(reg, "upmon_ingest_batch_bytes", "RowBinary bytes per stored range.",
+                           sizeof(bytes_b) / sizeof(bytes_b[0]), bytes_b, 0, NULL),
+        NULL);
+    in->insert_seconds = upm_prom_series_get(
+        upm_prom_histogram(reg, "upmon_ingest_insert_seconds",
+                           "Duration of a successful block insert.",
+                           sizeof(sec_b) / sizeof(sec_b[0]), sec_b, 0, NULL),
+        NULL);
+    in->e2s_seconds = upm_prom_series_get(
+        upm_prom_histogram(reg, "upmon_ingest_event_to_stored_seconds",
+                           "Insert acknowledgement time minus the event's ts_ns.",
+                           sizeof(sec_b) / sizeof(sec_b[0]), sec_b, 0, NULL),
+        NULL);
+}
+
+struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kafka_config *kcfg,
+                             const struct upm_ch_config *ccfg, struct upm_prom_registry *reg,
+                             struct upm_httpd *httpd, volatile sig_atomic_t *stop, char *errstr,
+                             size_t errstr_size)
+{
+    struct ingest *in = upm_calloc(1, sizeof(*in));
+    in->cfg = icfg;
+    in->kcfg = kcfg;
+    in->reg = reg;
+    in->httpd = httpd;
+    in->stop = stop;
+    in->lim = (struct ing_limits){(size_t)icfg->batch_rows, (size_t)icfg->batch_bytes,
+                                  icfg->batch_age_ms * UPM_NS_PER_MS};
+    in->evopts.cdn_hosts = (const char *const *)icfg->cdn_hosts.items;
+    in->evopts.n_cdn_hosts = icfg->cdn_hosts.count;
+    register_metrics(in);
+
+    if (icfg->shards.count == 0 || icfg->shards.count > 1024) {
+        snprintf(errstr, errstr_size, "ingest.shards: between 1 and 1024 shards needed");
+        goto fail;
+    }
+    if (!kcfg->dlq_topic || !*kcfg->dlq_topic || !kcfg->topic || !*kcfg->topic) {
+        snprintf(errstr, errstr_size, "kafka.topic and kafka.dlq_topic must be set");
+        goto fail;
+    }
+    in->nshards = (uint32_t)icfg->shards.count;
+    in->ch = upm_calloc(in->nshards, sizeof(*in->ch));
+    for (uint32_t s = 0; s < in->nshards; s++) {
+        struct upm_ch_config c = *ccfg;
+        c.urls.count = split_urls(icfg->shards.items[s], &c.urls.items);
+        char sub[256];
+        in->ch[s] = upm_ch_client_create(&c, reg, sub, sizeof(sub));
+        for (size_t i = 0; i < c.urls.count; i++)
+            free(c.urls.items[i]);
+        free(c.urls.items);
+        if (!in->ch[s]) {
+            snprintf(errstr, errstr_size, "ingest.shards[%" PRIu32 "]: %s", s, sub);
+            goto fail;
+        }
+    }
+    if (icfg->check_topology && check_topology(in, ccfg, errstr, errstr_size) != 0)
+        goto fail;
+    in->dlq = upm_kafka_producer_create(kcfg, reg, errstr, errstr_size);
+    if (!in->dlq)
+        goto fail;
+    upm_kafka_producer_set_delivery_cb(in->dlq, on_dlq_delivery, in);
+    in->consumer = upm_kafka_consumer_create(kcfg, reg, NULL, 0, errstr, errstr_size);
+    if (!in->consumer)
+        goto fail;
+    in->rebalances_seen = upm_kafka_consumer_rebalances(in->consumer);
+    return in;
+fail:
+    ingest_destroy(in);
+    return NULL;
+}
+
+int ingest_run(struct ingest *in)
+{
+    int ret = 0;
+    upm_httpd_set_ready(in->httpd, true, NULL);
+    while (!*in->stop) {
+        struct upm_kafka_batch *b = NULL;
+        int retriable = 0;
+        int n = upm_kafka_consumer_poll_batch(in->consumer, (size_t)in->cfg->poll_max, 100, &b,
+                                              &retriable);
+        if (n < 0) {
+            char why[256] = "";
+            upm_kafka_consumer_fatal(in->consumer, why, sizeof(why));
+            upm_log_error(MOD, "consumer failed for good | error=\"%s\"", why);
+            ret = -1;
+            break;
+        }
+        if (upm_kafka_consumer_rebalances(in->consumer) != in->rebalances_seen) {
+            /* The batch may straddle the assignment change. */
+            upm_kafka_batch_destroy(b);
+            restart(in, "rebalance");
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            if (process(in, upm_kafka_batch_message(b, (size_t)i)) != STEP_OK)
+                break;
+        }
+        upm_kafka_batch_destroy(b);
+        (void)upm_kafka_producer_poll(in->dlq, 0);
+        sweep(in, false);
+    }
+    if (ret == 0) {
+        upm_log_info(MOD, "stopping: storing what was consumed");
+        giving_up(in); /* starts the shutdown budget */
+        if (upm_kafka_consumer_rebalances(in->consumer) == in->rebalances_seen)
+            sweep(in, true);
+    }
+    (void)upm_kafka_producer_flush(in->dlq, 2000);
+    upm_kafka_consumer_close(in->consumer);
+    return ret;
+}
+
+void ingest_destroy(struct ingest *in)
+{
+    if (!in)
+        return;
+    upm_kafka_consumer_destroy(in->consumer);
+    upm_kafka_producer_destroy(in->dlq);
+    for (uint32_t s = 0; in->ch && s < in->nshards; s++)
+        upm_ch_client_destroy(in->ch[s]);
+    free(in->ch);
+    for (size_t p = 0; p < in->nranges; p++)
+        ing_range_free(&in->ranges[p]);
+    free(in->ranges);
+    free(in->live);
+    free(in);
+}
