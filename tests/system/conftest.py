@@ -165,7 +165,9 @@ def kube():
     state = os.path.abspath(os.environ.get("UPMON_KUBE_STATE_DIR")
                             or os.path.join(ROOT, ".state-kube-test"))
     env = dict(os.environ)
-    env.setdefault("UPMON_KUBE_PORT_OFFSET", "100")
+    if not os.environ.get("UPMON_KUBE_STATE_DIR"):
+        # Our own folder gets our own ports; a named folder keeps the ports it was made with.
+        env.setdefault("UPMON_KUBE_PORT_OFFSET", "100")
     was_running = run_kube("status", state=state, env=env, timeout=60).returncode == 0
     # Cold, this builds kube-apiserver and kubectl first (minutes); cached, seconds.
     up = run_kube("up", "--crds", state=state, env=env, timeout=3600)

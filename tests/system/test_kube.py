@@ -182,11 +182,21 @@ def mentioning(state):
     return found
 
 
+def free_offset():
+    """A port offset whose three ci/kube ports are all free (other developers' control
+    planes may hold the usual ones)."""
+    for offset in range(1000, 3000, 10):
+        if all(port_free(p + offset) for p in (2479, 2480, 6443)):
+            return offset
+    raise AssertionError("no free port offset for a second control plane")
+
+
 def test_up_is_idempotent_and_down_leaves_nothing():
     # Its own control plane, folder and ports, so the shared one is not disturbed.
     state = os.path.join(ROOT, ".state-kube-lifecycle-" + uuid.uuid4().hex[:6])
     env = dict(os.environ)
-    env["UPMON_KUBE_PORT_OFFSET"] = os.environ.get("UPMON_KUBE_LIFECYCLE_OFFSET", "200")
+    env["UPMON_KUBE_PORT_OFFSET"] = os.environ.get("UPMON_KUBE_LIFECYCLE_OFFSET",
+                                                   str(free_offset()))
     api_port = 6443 + int(env["UPMON_KUBE_PORT_OFFSET"])
     try:
         # A port held by someone else: `up` refuses before starting anything.
