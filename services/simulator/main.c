@@ -32,10 +32,11 @@
 #include "upmon/log.h"
 #include "upmon/prom.h"
 
-#define MOD               "simulator"
-#define DEFAULT_HTTP_PORT "9301" /* Prometheus in the local stack scrapes it here */
-#define FILE_CHUNK        (1u << 20)
-#define TICK_NS           (250 * UPM_NS_PER_MS)
+#define MOD                      "simulator"
+#define DEFAULT_HTTP_PORT        "9301" /* Prometheus in the local stack scrapes it here */
+#define DEFAULT_KAFKA_PROPERTIES "queue.buffering.max.messages=50000"
+#define FILE_CHUNK               (1u << 20)
+#define TICK_NS                  (250 * UPM_NS_PER_MS)
 
 static volatile sig_atomic_t stop_signal;
 
@@ -60,18 +61,28 @@ static void on_delivery(void *opaque, const struct upm_kafka_delivery *d)
     }
 }
 
-/* The http section with this service's own default port: a copy of
- * httpd's table, so other services keep theirs. */
-static struct upm_config_key http_keys[8];
+/*
+ * Sections whose shared table gets simulator-specific defaults: a copy of
+ * the table with the default replaced, so other services keep theirs and
+ * --check-config shows the effective value.
+ *   http.port 9301: the local stack's Prometheus scrapes the simulator there.
+ *   kafka.properties queue.buffering.max.messages=50000: the bounded queue
+ *     the simulator holds while the broker is down; librdkafka's 100000
+ *     costs some 30 MiB more RSS for no measurable throughput.
+ */
+#define MAX_SHARED_KEYS 32
+static struct upm_config_key http_keys[MAX_SHARED_KEYS];
+static struct upm_config_key kafka_keys[MAX_SHARED_KEYS];
 
-static void make_http_keys(void)
+static void copy_keys(struct upm_config_key *dst, const struct upm_config_key *src, size_t n,
+                      const char *name, const char *def)
 {
-    if (upm_httpd_config_nkeys > sizeof(http_keys) / sizeof(http_keys[0]))
-        upm_fatal("simulator: httpd key table larger than expected");
-    memcpy(http_keys, upm_httpd_config_keys, upm_httpd_config_nkeys * sizeof(http_keys[0]));
-    for (size_t i = 0; i < upm_httpd_config_nkeys; i++)
-        if (strcmp(http_keys[i].name, "port") == 0)
-            http_keys[i].def = DEFAULT_HTTP_PORT;
+    if (n > MAX_SHARED_KEYS)
+        upm_fatal("simulator: shared key table larger than expected");
+    memcpy(dst, src, n * sizeof(*dst));
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(dst[i].name, name) == 0)
+            dst[i].def = def;
 }
 
 static void usage(FILE *out)
@@ -255,6 +266,22 @@ static void update_incidents(struct run *r)
     }
 }
 
+/* Wait up to ns (at most 20 ms, so signals and ticks stay responsive),
+ * serving delivery reports meanwhile when producing. Sub-millisecond waits
+ * sleep exactly: a rate of thousands per second with a small burst needs
+ * them. */
+static void sleep_ns(struct run *r, int64_t ns)
+{
+    if (ns > 20 * UPM_NS_PER_MS)
+        ns = 20 * UPM_NS_PER_MS;
+    if (r->producer && ns >= UPM_NS_PER_MS) {
+        upm_kafka_producer_poll(r->producer, (int)(ns / UPM_NS_PER_MS));
+        return;
+    }
+    struct timespec ts = {0, (long)ns};
+    nanosleep(&ts, NULL);
+}
+
 static int run(struct run *r)
 {
     const struct sim_config *cfg = r->cfg;
@@ -306,19 +333,14 @@ static int run(struct run *r)
         if (cfg->speed > 0) {
             int64_t due = t0 + (int64_t)((double)(ev.ts_ns - start_sim) / cfg->speed);
             if (due > now) {
-                int64_t ms = (due - now) / UPM_NS_PER_MS + 1;
-                upm_clock_sleep_ms(ms > 50 ? 50 : ms, NULL);
+                sleep_ns(r, due - now);
                 continue;
             }
         }
         if (cfg->rate > 0) {
             int64_t wait = sim_bucket_take(&bucket, now);
             if (wait > 0) {
-                int64_t ms = wait / UPM_NS_PER_MS + 1;
-                if (r->producer)
-                    upm_kafka_producer_poll(r->producer, ms > 20 ? 20 : (int)ms);
-                else
-                    upm_clock_sleep_ms(ms > 20 ? 20 : ms, NULL);
+                sleep_ns(r, wait);
                 continue;
             }
         }
@@ -502,11 +524,13 @@ int main(int argc, char **argv)
     struct upm_httpd_config http_cfg = {0};
     struct upm_kafka_config kafka_cfg = {0};
     struct sim_config sim_cfg = {0};
-    make_http_keys();
+    copy_keys(http_keys, upm_httpd_config_keys, upm_httpd_config_nkeys, "port", DEFAULT_HTTP_PORT);
+    copy_keys(kafka_keys, upm_kafka_config_keys, upm_kafka_config_nkeys, "properties",
+              DEFAULT_KAFKA_PROPERTIES);
     const struct upm_config_section sections[] = {
         {"log", upm_log_config_keys, upm_log_config_nkeys, &log_cfg},
         {"http", http_keys, upm_httpd_config_nkeys, &http_cfg},
-        {"kafka", upm_kafka_config_keys, upm_kafka_config_nkeys, &kafka_cfg},
+        {"kafka", kafka_keys, upm_kafka_config_nkeys, &kafka_cfg},
         {"simulator", sim_config_keys, sim_config_nkeys, &sim_cfg},
         {"incidents", UPM_CFG_EXTERNAL, 0, NULL},
     };

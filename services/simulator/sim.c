@@ -537,13 +537,14 @@ int sim_parse_time(const char *s, int64_t *out_ns)
 }
 
 /* Rate multiplier of the daily and weekly cycles at t. The epoch was a
- * Thursday; the weekly peak is put on Wednesday noon UTC. */
-static double season(const struct sim *s, int64_t t)
+ * Thursday, so Wednesday noon UTC, the weekly peak, is 6.5 days into each
+ * week counted from it. */
+double sim_season(const struct sim *s, int64_t t)
 {
     double td = fmod((double)t, DAY_NS) - (double)s->cfg.daily_peak_hour * 3600.0 * NS_PER_S;
-    double tw = fmod((double)t + 1.5 * DAY_NS, WEEK_NS) - 0.0; /* 0 = Wednesday noon - 12h */
+    double tw = fmod((double)t, WEEK_NS) - 6.5 * DAY_NS;
     double d = 1.0 + s->cfg.daily_amplitude * cos(2.0 * M_PI * td / DAY_NS);
-    double w = 1.0 + s->cfg.weekly_amplitude * cos(2.0 * M_PI * (tw - 0.5 * DAY_NS) / WEEK_NS);
+    double w = 1.0 + s->cfg.weekly_amplitude * cos(2.0 * M_PI * tw / WEEK_NS);
     return d * w;
 }
 
@@ -686,7 +687,7 @@ static void arrive(struct sim *s)
     double base_max = s->cfg.attempt_rate / NS_PER_S * (1.0 + s->cfg.daily_amplitude) *
                       (1.0 + s->cfg.weekly_amplitude);
     if (u < base_max) {
-        if (u < s->cfg.attempt_rate / NS_PER_S * season(s, t))
+        if (u < s->cfg.attempt_rate / NS_PER_S * sim_season(s, t))
             start_attempt(s, t, -1);
         return;
     }

@@ -165,6 +165,10 @@ size_t sim_incident_count(const struct sim *s);
 const struct sim_incident *sim_incident(const struct sim *s, size_t i);
 bool sim_incident_active_at(const struct sim *s, size_t i, int64_t t_ns);
 
+/* The seasonal rate multiplier at simulated time t: daily cycle peaking at
+ * daily_peak_hour UTC, weekly cycle peaking on Wednesday noon UTC. */
+double sim_season(const struct sim *s, int64_t t_ns);
+
 /* Current seller population (grows with new_sellers_per_day). */
 size_t sim_population(const struct sim *s);
 

@@ -73,6 +73,87 @@ static void assert_share(const char *what, double obs_count, double n, double p,
                  n, k, k * sigma);
 }
 
+/* One 10^6-event run with fast_yaml feeds several tests (a run per test
+ * would make the suite slow under the sanitizers). */
+static const char *mix_cc[] = {"RU", "KZ", "BY", "UZ", "KG", "AM", "TR", "CN", "DE"};
+static const char *mix_orig[] = {"upload/ui", "upload/api", "update/manual", "update/xlsx"};
+
+static struct {
+    bool done;
+    double tries[4], saves[4];            /* by try number (3 = 3 and more) */
+    double types[4];                      /* by enum upm_event_type */
+    double attempts, top1, top2_10, tail; /* attempt starts by seller rank */
+    double p1, p2_10, ptail;              /* their expected shares */
+    double nc[9], no[4], pc[9], po[4];    /* country / origin of attempt starts */
+    double own, ext, bad, per_count[6];   /* media links */
+    unsigned classify_mismatch;
+} fs;
+
+static void collect_fast_stats(void)
+{
+    if (fs.done)
+        return;
+    struct sim *s = make(fast_yaml, NULL, 0);
+    const char *cdn[] = {"cdn.upmon.example"};
+    struct upm_event_opts opts = {0, cdn, 1};
+    struct upm_event ev;
+    struct sim_meta m;
+    for (int i = 0; i < N_EVENTS; i++) {
+        sim_next(s, &ev, &m);
+        fs.types[ev.type]++;
+        if (ev.type != UPM_EVENT_UPDATE) {
+            int k = m.try_no > 3 ? 3 : (int)m.try_no;
+            fs.tries[k]++;
+            fs.saves[k] += ev.type == UPM_EVENT_SAVE;
+        }
+        if (m.first_of_attempt) {
+            fs.attempts++;
+            if (m.seller_rank == 1)
+                fs.top1++;
+            else if (m.seller_rank <= 10)
+                fs.top2_10++;
+            else if (m.seller_rank > 1000)
+                fs.tail++;
+            for (int j = 0; j < 9; j++)
+                fs.nc[j] += strcmp(ev.country, mix_cc[j]) == 0;
+            for (int j = 0; j < 4; j++)
+                fs.no[j] += strcmp(ev.origin, mix_orig[j]) == 0;
+        }
+        fs.own += ev.media_own;
+        fs.ext += ev.media_external;
+        fs.bad += ev.media_bad;
+        if (ev.n_media > 5 || ev.media_own + ev.media_external + ev.media_bad != ev.n_media)
+            fail_msg("event %d: %zu media, %u+%u+%u classified", i, ev.n_media, ev.media_own,
+                     ev.media_external, ev.media_bad);
+        fs.per_count[ev.n_media]++;
+        /* The generator's own labels agree with the event parser's. */
+        if (i < 100000) {
+            unsigned o = 0, e = 0, b = 0;
+            for (size_t j = 0; j < ev.n_media; j++) {
+                enum upm_media_class c =
+                    upm_event_media_classify(ev.media[j], strlen(ev.media[j]), &opts);
+                o += c == UPM_MEDIA_OWN;
+                e += c == UPM_MEDIA_EXTERNAL;
+                b += c == UPM_MEDIA_BAD;
+            }
+            fs.classify_mismatch +=
+                o != ev.media_own || e != ev.media_external || b != ev.media_bad;
+        }
+    }
+    fs.p1 = sim_seller_share(s, 1);
+    for (uint32_t r = 2; r <= 10; r++)
+        fs.p2_10 += sim_seller_share(s, r);
+    for (uint32_t r = 1001; r <= sim_population(s); r++)
+        fs.ptail += sim_seller_share(s, r);
+    for (int j = 0; j < 9; j++)
+        fs.pc[j] = sim_expected_country_share(s, mix_cc[j]);
+    for (int j = 0; j < 4; j++)
+        fs.po[j] = sim_expected_origin_share(s, mix_orig[j]);
+    assert_true(fabs(sim_seller_share(s, 1) / sim_seller_share(s, 100) - 100.0) < 1e-6);
+    sim_destroy(s);
+    fs.done = true;
+}
+
 /* ---- serialization -------------------------------------------------------- */
 
 static void test_fast_serializer_matches_canonical(void **state)
@@ -156,25 +237,13 @@ static void test_deterministic_by_seed(void **state)
 
 static void test_success_by_try_number(void **state)
 {
-    struct sim *s = make(fast_yaml, NULL, 0);
-    struct upm_event ev;
-    struct sim_meta m;
-    double tries[4] = {0}, saves[4] = {0};
-    for (int i = 0; i < N_EVENTS; i++) {
-        sim_next(s, &ev, &m);
-        if (ev.type == UPM_EVENT_UPDATE)
-            continue;
-        int k = m.try_no > 3 ? 3 : (int)m.try_no;
-        tries[k]++;
-        saves[k] += ev.type == UPM_EVENT_SAVE;
-    }
+    collect_fast_stats();
     const double p[4] = {0, 0.05, 0.40, 0.80};
     const char *names[4] = {"", "try 1", "try 2", "try >= 3"};
     for (int k = 1; k <= 3; k++) {
-        assert_true(tries[k] > 10000);
-        assert_share(names[k], saves[k], tries[k], p[k], 5);
+        assert_true(fs.tries[k] > 10000);
+        assert_share(names[k], fs.saves[k], fs.tries[k], p[k], 5);
     }
-    sim_destroy(s);
 }
 
 static void test_overrides_per_origin_and_country(void **state)
@@ -216,7 +285,7 @@ static void test_overrides_per_origin_and_country(void **state)
  * ERROR; after an ERROR, abandon with a, always at max_tries. */
 static void test_event_type_shares(void **state)
 {
-    struct sim *s = make(fast_yaml, NULL, 0);
+    collect_fast_stats();
     const double u = 0.3, a = 0.1, p[4] = {0, 0.05, 0.40, 0.80};
     double reach = 1, e_save = 0, e_err = 0, e_upd = 0;
     for (int k = 1; k <= 10; k++) {
@@ -227,122 +296,49 @@ static void test_event_type_shares(void **state)
         reach *= (1 - pk) * (k < 10 ? (1 - a) : 0);
     }
     double total = e_save + e_err + e_upd;
-    struct upm_event ev;
-    double n[4] = {0};
-    for (int i = 0; i < N_EVENTS; i++) {
-        sim_next(s, &ev, NULL);
-        n[ev.type]++;
-    }
     /* Events of one attempt are not independent: count the sample as
      * attempts (at most 20 events each) for the tolerance. */
-    double n_eff = N_EVENTS / 20.0;
-    assert_share("SAVE", n[UPM_EVENT_SAVE] * n_eff / N_EVENTS, n_eff, e_save / total, 5);
-    assert_share("ERROR", n[UPM_EVENT_ERROR] * n_eff / N_EVENTS, n_eff, e_err / total, 5);
-    assert_share("UPDATE", n[UPM_EVENT_UPDATE] * n_eff / N_EVENTS, n_eff, e_upd / total, 5);
-    sim_destroy(s);
+    double n_eff = N_EVENTS / 20.0, scale = n_eff / N_EVENTS;
+    assert_share("SAVE", fs.types[UPM_EVENT_SAVE] * scale, n_eff, e_save / total, 5);
+    assert_share("ERROR", fs.types[UPM_EVENT_ERROR] * scale, n_eff, e_err / total, 5);
+    assert_share("UPDATE", fs.types[UPM_EVENT_UPDATE] * scale, n_eff, e_upd / total, 5);
 }
 
 static void test_zipf_skew(void **state)
 {
-    struct sim *s = make(fast_yaml, NULL, 0);
-    struct upm_event ev;
-    struct sim_meta m;
-    double attempts = 0, top1 = 0, top2_10 = 0, tail = 0;
-    for (int i = 0; i < N_EVENTS; i++) {
-        sim_next(s, &ev, &m);
-        if (!m.first_of_attempt)
-            continue;
-        attempts++;
-        if (m.seller_rank == 1)
-            top1++;
-        else if (m.seller_rank <= 10)
-            top2_10++;
-        else if (m.seller_rank > 1000)
-            tail++;
-    }
-    double p1 = sim_seller_share(s, 1), p2_10 = 0, ptail = 0;
-    for (uint32_t r = 2; r <= 10; r++)
-        p2_10 += sim_seller_share(s, r);
-    for (uint32_t r = 1001; r <= sim_population(s); r++)
-        ptail += sim_seller_share(s, r);
+    collect_fast_stats();
     /* Zipf s=1 over 20000 sellers: rank 1 has 1/H(20000) ~ 9.3 %. */
-    assert_true(p1 > 0.09 && p1 < 0.10);
-    assert_share("rank 1", top1, attempts, p1, 5);
-    assert_share("ranks 2-10", top2_10, attempts, p2_10, 5);
-    assert_share("ranks > 1000", tail, attempts, ptail, 5);
-    assert_true(fabs(sim_seller_share(s, 1) / sim_seller_share(s, 100) - 100.0) < 1e-6);
-    sim_destroy(s);
+    assert_true(fs.p1 > 0.09 && fs.p1 < 0.10);
+    assert_share("rank 1", fs.top1, fs.attempts, fs.p1, 5);
+    assert_share("ranks 2-10", fs.top2_10, fs.attempts, fs.p2_10, 5);
+    assert_share("ranks > 1000", fs.tail, fs.attempts, fs.ptail, 5);
 }
 
 static void test_country_and_origin_mix(void **state)
 {
-    struct sim *s = make(fast_yaml, NULL, 0);
-    static const char *cc[] = {"RU", "KZ", "BY", "UZ", "KG", "AM", "TR", "CN", "DE"};
-    static const char *orig[] = {"upload/ui", "upload/api", "update/manual", "update/xlsx"};
-    double nc[9] = {0}, no[4] = {0}, attempts = 0;
-    struct upm_event ev;
-    struct sim_meta m;
-    for (int i = 0; i < N_EVENTS; i++) {
-        sim_next(s, &ev, &m);
-        if (!m.first_of_attempt)
-            continue;
-        attempts++;
-        for (int j = 0; j < 9; j++)
-            nc[j] += strcmp(ev.country, cc[j]) == 0;
-        for (int j = 0; j < 4; j++)
-            no[j] += strcmp(ev.origin, orig[j]) == 0;
-    }
+    collect_fast_stats();
     double sum = 0;
     for (int j = 0; j < 9; j++) {
-        double p = sim_expected_country_share(s, cc[j]);
-        sum += p;
-        assert_share(cc[j], nc[j], attempts, p, 5);
+        sum += fs.pc[j];
+        assert_share(mix_cc[j], fs.nc[j], fs.attempts, fs.pc[j], 5);
     }
     assert_true(fabs(sum - 1) < 1e-9);
     for (int j = 0; j < 4; j++)
-        assert_share(orig[j], no[j], attempts, sim_expected_origin_share(s, orig[j]), 5);
+        assert_share(mix_orig[j], fs.no[j], fs.attempts, fs.po[j], 5);
     /* RU dominates as configured (0.55 of the global mix). */
-    assert_true(nc[0] / attempts > 0.3);
-    sim_destroy(s);
+    assert_true(fs.nc[0] / fs.attempts > 0.3);
 }
 
 static void test_media_shares(void **state)
 {
-    struct sim *s = make(fast_yaml, NULL, 0);
-    const char *cdn[] = {"cdn.upmon.example"};
-    struct upm_event_opts opts = {0, cdn, 1};
-    struct upm_event ev;
-    double own = 0, ext = 0, bad = 0, per_count[6] = {0};
-    for (int i = 0; i < N_EVENTS; i++) {
-        sim_next(s, &ev, NULL);
-        own += ev.media_own;
-        ext += ev.media_external;
-        bad += ev.media_bad;
-        assert_true(ev.n_media <= 5);
-        per_count[ev.n_media]++;
-        assert_int_equal(ev.media_own + ev.media_external + ev.media_bad, ev.n_media);
-        /* The generator's own labels agree with the event parser's. */
-        if (i < 100000) {
-            unsigned o = 0, e = 0, b = 0;
-            for (size_t j = 0; j < ev.n_media; j++) {
-                enum upm_media_class c =
-                    upm_event_media_classify(ev.media[j], strlen(ev.media[j]), &opts);
-                o += c == UPM_MEDIA_OWN;
-                e += c == UPM_MEDIA_EXTERNAL;
-                b += c == UPM_MEDIA_BAD;
-            }
-            assert_int_equal(o, ev.media_own);
-            assert_int_equal(e, ev.media_external);
-            assert_int_equal(b, ev.media_bad);
-        }
-    }
-    double links = own + ext + bad;
-    assert_share("own CDN", own, links, 0.85, 5);
-    assert_share("external", ext, links, 0.12, 5);
-    assert_share("malformed", bad, links, 0.03, 5);
+    collect_fast_stats();
+    assert_int_equal(fs.classify_mismatch, 0);
+    double links = fs.own + fs.ext + fs.bad;
+    assert_share("own CDN", fs.own, links, 0.85, 5);
+    assert_share("external", fs.ext, links, 0.12, 5);
+    assert_share("malformed", fs.bad, links, 0.03, 5);
     for (int k = 0; k <= 5; k++)
-        assert_share("media count", per_count[k], N_EVENTS, 1.0 / 6, 5);
-    sim_destroy(s);
+        assert_share("media count", fs.per_count[k], N_EVENTS, 1.0 / 6, 5);
 }
 
 /* ---- attempt consistency ------------------------------------------------------ */
@@ -441,6 +437,24 @@ static void test_daily_seasonality(void **state)
         fail_msg("peak hour: %.0f attempts, expected %.0f", per_hour[14], exp14);
     if (fabs(per_hour[2] - exp2) > 5 * sqrt(exp2))
         fail_msg("trough hour: %.0f attempts, expected %.0f", per_hour[2], exp2);
+    sim_destroy(s);
+}
+
+static void test_weekly_cycle(void **state)
+{
+    struct sim *s = make("simulator:\n  daily_amplitude: 0\n  weekly_amplitude: 0.2\n", NULL, 0);
+    const int64_t H = INT64_C(3600) * 1000000000;
+    /* START is Monday 00:00; Wednesday noon is the peak, Sunday midnight
+     * (half a week later) the trough. */
+    assert_true(fabs(sim_season(s, START + 2 * 24 * H + 12 * H) - 1.2) < 1e-9);
+    assert_true(fabs(sim_season(s, START + 6 * 24 * H) - 0.8) < 1e-9);
+    assert_true(fabs(sim_season(s, START + 9 * 24 * H + 12 * H) - 1.2) < 1e-9);
+    sim_destroy(s);
+    s = make("simulator:\n  daily_amplitude: 0.5\n  weekly_amplitude: 0\n"
+             "  daily_peak_hour: 14\n",
+             NULL, 0);
+    assert_true(fabs(sim_season(s, START + 14 * H) - 1.5) < 1e-9);
+    assert_true(fabs(sim_season(s, START + 2 * H) - 0.5) < 1e-9);
     sim_destroy(s);
 }
 
@@ -781,6 +795,7 @@ int main(void)
         cmocka_unit_test(test_attempt_consistency),
         cmocka_unit_test(test_full_time_lognormal),
         cmocka_unit_test(test_daily_seasonality),
+        cmocka_unit_test(test_weekly_cycle),
         cmocka_unit_test(test_new_sellers_join),
         cmocka_unit_test(test_parse_time),
         cmocka_unit_test(test_token_bucket),
