@@ -19,8 +19,8 @@
 const struct upm_config_key upm_k8s_config_keys[] = {
     {"kubeconfig", UPM_CFG_STRING, K8S_F(kubeconfig), "", 1, 0, NULL,
      "Kubeconfig file for local runs; empty = in-cluster service account.", 0},
-    {"sa_dir", UPM_CFG_STRING, K8S_F(sa_dir), "/var/run/secrets/kubernetes.io/serviceaccount", 1,
-     0, NULL, "Service-account mount holding token and ca.crt (in-cluster).", 0},
+    {"sa_dir", UPM_CFG_STRING, K8S_F(sa_dir), "/var/run/secrets/kubernetes.io/serviceaccount", 1, 0,
+     NULL, "Service-account mount holding token and ca.crt (in-cluster).", 0},
     {"timeout", UPM_CFG_DURATION_MS, K8S_F(timeout_ms), "5s", 1, 600000, NULL,
      "Timeout of one API request.", 0},
     {"token_reread", UPM_CFG_DURATION_MS, K8S_F(token_reread_ms), "1m", 1, 60000, NULL,
@@ -211,8 +211,8 @@ static int load_pem(yaml_document_t *doc, yaml_node_t *m, const char *key, const
     n = map_get(doc, m, data_key);
     if (n) {
         if (n->type != YAML_SCALAR_NODE ||
-            upm_k8s_base64_decode((const char *)n->data.scalar.value, n->data.scalar.length,
-                                  dst) != 0 ||
+            upm_k8s_base64_decode((const char *)n->data.scalar.value, n->data.scalar.length, dst) !=
+                0 ||
             dst->len == 0) {
             set_err(errstr, errstr_size, "kubeconfig: %s is not valid base64", data_key);
             return -1;
@@ -311,8 +311,8 @@ int upm_k8s_kubeconfig_parse(const char *yaml, size_t len, const char *base_dir,
                 cname);
         goto out;
     }
-    if (load_pem(&doc, cluster, "certificate-authority", base_dir, &out->ca, errstr,
-                 errstr_size) != 0)
+    if (load_pem(&doc, cluster, "certificate-authority", base_dir, &out->ca, errstr, errstr_size) !=
+        0)
         goto out;
     /* A context without a user is legal (anonymous). */
     user = uname ? named_entry(&doc, root, "users", "user", uname) : NULL;
@@ -325,19 +325,17 @@ int upm_k8s_kubeconfig_parse(const char *yaml, size_t len, const char *base_dir,
         if (n) {
             out->token = scalar_dup(n);
             if (!out->token) {
-                set_err(errstr, errstr_size, "kubeconfig: user \"%s\" has an empty token",
-                        uname);
+                set_err(errstr, errstr_size, "kubeconfig: user \"%s\" has an empty token", uname);
                 goto out;
             }
         }
-        if (load_pem(&doc, user, "client-certificate", base_dir, &out->cert, errstr,
-                     errstr_size) != 0 ||
+        if (load_pem(&doc, user, "client-certificate", base_dir, &out->cert, errstr, errstr_size) !=
+                0 ||
             load_pem(&doc, user, "client-key", base_dir, &out->key, errstr, errstr_size) != 0)
             goto out;
         if ((out->cert.len == 0) != (out->key.len == 0)) {
             set_err(errstr, errstr_size,
-                    "kubeconfig: user \"%s\" needs both client-certificate and client-key",
-                    uname);
+                    "kubeconfig: user \"%s\" needs both client-certificate and client-key", uname);
             goto out;
         }
     }
@@ -558,8 +556,8 @@ static void describe_path(const char *method, const char *path, struct upm_buf *
     if (!verb)
         verb = name ? "get" : "list";
     upm_buf_printf(out, "verb=%s resource=%s%s%s%s%s%s%s", verb, res ? res : "?",
-             group[0] ? "." : "", group, name ? " name=" : "", name ? name : "",
-             ns ? " namespace=" : "", ns ? ns : "");
+                   group[0] ? "." : "", group, name ? " name=" : "", name ? name : "",
+                   ns ? " namespace=" : "", ns ? ns : "");
 }
 
 /* Copy with truncation (snprintf would make the compiler warn about the
@@ -654,8 +652,8 @@ int upm_k8s_error_from_response(const struct upm_k8s_response *resp, const char 
         }
     }
     upm_buf_printf(&msg, "%s %d (%s): %s %s%s%s", upm_k8s_errkind_name(err->kind), status,
-                   err->reason[0] ? err->reason : "no Status", method, what.data,
-                   smsg ? ": " : "", smsg ? smsg : "");
+                   err->reason[0] ? err->reason : "no Status", method, what.data, smsg ? ": " : "",
+                   smsg ? smsg : "");
     printable(err->reason);
 out:
     copy_trunc(err->message, sizeof(err->message), msg.data ? msg.data : "");
@@ -719,8 +717,7 @@ static size_t curl_on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-static int curl_perform(void *ctx, const struct upm_k8s_request *req,
-                        struct upm_k8s_response *resp)
+static int curl_perform(void *ctx, const struct upm_k8s_request *req, struct upm_k8s_response *resp)
 {
     struct curl_tp *t = ctx;
     CURL *h = t->curl;
@@ -854,8 +851,8 @@ void upm_k8s_client_destroy(struct upm_k8s_client *client)
     free(client);
 }
 
-struct upm_k8s_client *upm_k8s_client_create_creds(struct upm_k8s_creds *creds,
-                                                   int64_t timeout_ms, int64_t token_reread_ms,
+struct upm_k8s_client *upm_k8s_client_create_creds(struct upm_k8s_creds *creds, int64_t timeout_ms,
+                                                   int64_t token_reread_ms,
                                                    const struct upm_k8s_transport *transport,
                                                    char *errstr, size_t errstr_size)
 {
@@ -956,10 +953,15 @@ static int collect_body(void *opaque, const char *data, size_t len)
     return upm_buf_append(opaque, data, len);
 }
 
+static void reset_body(void *opaque)
+{
+    upm_buf_reset(opaque);
+}
+
 /* Perform with token handling: periodic re-read, and on 401 one re-read and
  * one retry. Returns the transport's result; resp describes the last try. */
 static int perform_authed(struct upm_k8s_client *c, struct upm_k8s_request *req,
-                          struct upm_k8s_response *resp, struct upm_buf *body)
+                          struct upm_k8s_response *resp, void (*reset)(void *), void *reset_arg)
 {
     int rc;
 
@@ -967,8 +969,8 @@ static int perform_authed(struct upm_k8s_client *c, struct upm_k8s_request *req,
         token_refresh(c);
     for (int attempt = 0;; attempt++) {
         req->token = c->creds.token;
-        if (body)
-            upm_buf_reset(body);
+        /* The sink starts afresh: a 401's Status body is not part of the answer. */
+        reset(reset_arg);
         rc = c->tp.perform(c->tp.ctx, req, resp);
         if (rc != 0 || resp->status != 401 || attempt > 0 || !c->creds.token_path)
             return rc;
@@ -978,8 +980,7 @@ static int perform_authed(struct upm_k8s_client *c, struct upm_k8s_request *req,
 }
 
 int upm_k8s_request(struct upm_k8s_client *client, const char *method, const char *path,
-                    const cJSON *body, int64_t timeout_ms, cJSON **out,
-                    struct upm_k8s_error *err)
+                    const cJSON *body, int64_t timeout_ms, cJSON **out, struct upm_k8s_error *err)
 {
     struct upm_k8s_request req;
     struct upm_k8s_response resp;
@@ -999,14 +1000,14 @@ int upm_k8s_request(struct upm_k8s_client *client, const char *method, const cha
         if (!text)
             upm_fatal("cJSON_PrintUnformatted");
         req.body = text;
-        req.body_len = strlen(text);
+        req.body_len = text ? strlen(text) : 0;
         req.content_type =
             strcmp(method, "PATCH") == 0 ? "application/merge-patch+json" : "application/json";
     }
     req.timeout_ms = timeout_ms > 0 ? timeout_ms : client->timeout_ms;
     req.on_data = collect_body;
     req.opaque = &rbody;
-    if (perform_authed(client, &req, &resp, &rbody) != 0) {
+    if (perform_authed(client, &req, &resp, reset_body, &rbody) != 0) {
         if (resp.status == 0 && !resp.transport_error[0] && rbody.limit && rbody.len >= rbody.limit)
             snprintf(resp.transport_error, sizeof(resp.transport_error), "response too large");
         resp.status = 0;
@@ -1054,8 +1055,8 @@ static void parser_fail(struct upm_k8s_watch_parser *p, enum upm_k8s_errkind kin
     p->state = -1;
     p->err.kind = kind;
     p->err.http_status = status;
-    p->err.retriable = kind != UPM_K8S_ERR_GONE && kind != UPM_K8S_ERR_INVALID &&
-                       kind != UPM_K8S_ERR_FORBIDDEN;
+    p->err.retriable =
+        kind != UPM_K8S_ERR_GONE && kind != UPM_K8S_ERR_INVALID && kind != UPM_K8S_ERR_FORBIDDEN;
     snprintf(p->err.message, sizeof(p->err.message), "watch: %s", msg);
     printable(p->err.message);
 }
@@ -1134,6 +1135,16 @@ int upm_k8s_watch_parser_finish(struct upm_k8s_watch_parser *p)
     return p->state;
 }
 
+/* Back to a fresh stream, keeping the resourceVersion to resume from. */
+static void reset_parser(void *opaque)
+{
+    struct upm_k8s_watch_parser *p = opaque;
+
+    upm_buf_reset(&p->line);
+    memset(&p->err, 0, sizeof(p->err));
+    p->state = 0;
+}
+
 static int watch_on_data(void *opaque, const char *data, size_t len)
 {
     struct upm_k8s_watch_parser *p = opaque;
@@ -1168,7 +1179,7 @@ int upm_k8s_watch(struct upm_k8s_client *client, const char *path, char *resourc
      * object, which the line parser rejects; the status code decides then. */
     req.on_data = watch_on_data;
     req.opaque = &p;
-    if (perform_authed(client, &req, &resp, NULL) != 0 && resp.status == 0) {
+    if (perform_authed(client, &req, &resp, reset_parser, &p) != 0 && resp.status == 0) {
         upm_k8s_error_from_response(&resp, NULL, 0, "GET", url.data, err);
         goto out;
     }

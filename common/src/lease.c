@@ -25,8 +25,8 @@ const struct upm_config_key upm_lease_config_keys[] = {
     {"name", UPM_CFG_STRING, LEASE_F(name), "upmon", 1, 0, NULL, "Name of the Lease object.", 0},
     {"identity", UPM_CFG_STRING, LEASE_F(identity), "", 1, 0, NULL,
      "Holder identity; empty = $POD_NAME, else the host name.", 0},
-    {"lease_duration", UPM_CFG_DURATION_MS, LEASE_F(lease_duration_ms), "15s", 1000, 3600000,
-     NULL, "How long a lease is valid without renewal (whole seconds).", 0},
+    {"lease_duration", UPM_CFG_DURATION_MS, LEASE_F(lease_duration_ms), "15s", 1000, 3600000, NULL,
+     "How long a lease is valid without renewal (whole seconds).", 0},
     {"renew_deadline", UPM_CFG_DURATION_MS, LEASE_F(renew_deadline_ms), "10s", 1, 3600000, NULL,
      "A leader that has not renewed for this long stops leader work.", 0},
     {"retry_period", UPM_CFG_DURATION_MS, LEASE_F(retry_period_ms), "2s", 1, 3600000, NULL,
@@ -65,8 +65,7 @@ static bool dns1123(const char *s, size_t max)
     return true;
 }
 
-int upm_lease_config_validate(const struct upm_lease_config *cfg, char *errstr,
-                              size_t errstr_size)
+int upm_lease_config_validate(const struct upm_lease_config *cfg, char *errstr, size_t errstr_size)
 {
     if (!dns1123(cfg->ns, 63)) {
         set_err(errstr, errstr_size, "lease.namespace: \"%s\" is not a DNS-1123 label",
@@ -79,7 +78,8 @@ int upm_lease_config_validate(const struct upm_lease_config *cfg, char *errstr,
         return -1;
     }
     if (cfg->lease_duration_ms < 1000 || cfg->lease_duration_ms % 1000 != 0) {
-        set_err(errstr, errstr_size, "lease.lease_duration: %lld ms is not a whole number of seconds",
+        set_err(errstr, errstr_size,
+                "lease.lease_duration: %lld ms is not a whole number of seconds",
                 (long long)cfg->lease_duration_ms);
         return -1;
     }
@@ -190,10 +190,10 @@ struct upm_lease {
     char *item_path; /* .../namespaces/NS/leases/NAME */
 
     /* Elector thread only. */
-    cJSON *cached;            /* last Lease object read or written */
-    struct record observed;   /* its record */
-    int64_t observed_mono;    /* when we saw the record change */
-    int64_t last_renew_mono;  /* start of our last successful write */
+    cJSON *cached;           /* last Lease object read or written */
+    struct record observed;  /* its record */
+    int64_t observed_mono;   /* when we saw the record change */
+    int64_t last_renew_mono; /* start of our last successful write */
     unsigned rng;
 
     /* Any thread. */
@@ -272,10 +272,10 @@ struct upm_lease *upm_lease_create(const struct upm_lease_config *cfg,
         e->m_leader = upm_prom_series_get(
             upm_prom_gauge(reg, "upmon_leader", "1 while this replica leads, else 0.", 0, NULL),
             NULL);
-        e->m_transitions = upm_prom_series_get(
-            upm_prom_counter(reg, "upmon_leader_transitions_total",
-                             "Times this replica started leading.", 0, NULL),
-            NULL);
+        e->m_transitions =
+            upm_prom_series_get(upm_prom_counter(reg, "upmon_leader_transitions_total",
+                                                 "Times this replica started leading.", 0, NULL),
+                                NULL);
         e->m_age = upm_prom_series_get(
             upm_prom_gauge(reg, "upmon_leader_last_renew_age_seconds",
                            "Leader: seconds since its last successful renewal began; standby: "
@@ -284,8 +284,8 @@ struct upm_lease *upm_lease_create(const struct upm_lease_config *cfg,
             NULL);
         e->m_fenced = upm_prom_series_get(
             upm_prom_counter(reg, "upmon_leader_fenced_total",
-                             "Times leader work was stopped because the renew deadline passed.",
-                             0, NULL),
+                             "Times leader work was stopped because the renew deadline passed.", 0,
+                             NULL),
             NULL);
         upm_prom_set(e->m_leader, 0);
     }
@@ -332,8 +332,8 @@ static void stop_leading(struct upm_lease *e, const char *why)
     atomic_store(&e->leader_until, 0);
     atomic_store(&e->leading, false);
     upm_prom_set(e->m_leader, 0);
-    upm_log_info("lease", "stopping leader work | lease=%s/%s identity=%s reason=%s",
-                 e->cfg.ns, e->cfg.name, e->cfg.identity, why);
+    upm_log_info("lease", "stopping leader work | lease=%s/%s identity=%s reason=%s", e->cfg.ns,
+                 e->cfg.name, e->cfg.identity, why);
     t0 = now_mono(e);
     if (e->cb.stop_leading(e->cb.opaque, bound_ms) != 0) {
         upm_log_error("lease",
@@ -343,8 +343,7 @@ static void stop_leading(struct upm_lease *e, const char *why)
         upm_fatal("lease: leader work did not stop");
     }
     upm_log_info("lease", "stopped leading | lease=%s/%s identity=%s stop_ms=%lld", e->cfg.ns,
-                 e->cfg.name, e->cfg.identity,
-                 (long long)((now_mono(e) - t0) / UPM_NS_PER_MS));
+                 e->cfg.name, e->cfg.identity, (long long)((now_mono(e) - t0) / UPM_NS_PER_MS));
 }
 
 static void fence(struct upm_lease *e, int64_t now)
@@ -426,9 +425,9 @@ static cJSON *build_lease(struct upm_lease *e, const cJSON *base, const char *ho
 }
 
 enum attempt {
-    ATTEMPT_ACQUIRED,  /* we hold the lease now */
-    ATTEMPT_HELD,      /* someone else holds a valid lease */
-    ATTEMPT_FAILED,    /* error or conflict: try again */
+    ATTEMPT_ACQUIRED, /* we hold the lease now */
+    ATTEMPT_HELD,     /* someone else holds a valid lease */
+    ATTEMPT_FAILED,   /* error or conflict: try again */
 };
 
 static void log_k8s_error(const struct upm_lease *e, const char *what,
@@ -444,7 +443,20 @@ static void log_k8s_error(const struct upm_lease *e, const char *what,
                      err->message);
 }
 
-static enum attempt try_acquire_or_renew(struct upm_lease *e, int64_t timeout_ms,
+/* Per-request timeout: the client's default, or what is left until deadline
+ * (mono ns; 0 = none) so that a hung request cannot carry a leader past its
+ * renew deadline unnoticed. */
+static int64_t request_timeout(const struct upm_lease *e, int64_t deadline)
+{
+    int64_t left;
+
+    if (deadline == 0)
+        return 0;
+    left = (deadline - now_mono(e)) / UPM_NS_PER_MS;
+    return left < 1 ? 1 : left;
+}
+
+static enum attempt try_acquire_or_renew(struct upm_lease *e, int64_t deadline,
                                          int64_t *write_start)
 {
     struct upm_k8s_error err;
@@ -459,7 +471,8 @@ static enum attempt try_acquire_or_renew(struct upm_lease *e, int64_t timeout_ms
     enum attempt res = ATTEMPT_FAILED;
 
     upm_lease_format_time(now_real(e), ts, sizeof(ts));
-    if (upm_k8s_request(e->client, "GET", e->item_path, NULL, timeout_ms, &got, &err) != 0) {
+    if (upm_k8s_request(e->client, "GET", e->item_path, NULL, request_timeout(e, deadline), &got,
+                        &err) != 0) {
         if (err.kind != UPM_K8S_ERR_NOT_FOUND) {
             log_k8s_error(e, "get lease", &err);
             goto out;
@@ -467,7 +480,8 @@ static enum attempt try_acquire_or_renew(struct upm_lease *e, int64_t timeout_ms
         forget(e);
         obj = build_lease(e, NULL, e->cfg.identity, dur_s, ts, ts, 0);
         *write_start = now_mono(e);
-        if (upm_k8s_request(e->client, "POST", e->path, obj, timeout_ms, &resp, &err) != 0) {
+        if (upm_k8s_request(e->client, "POST", e->path, obj, request_timeout(e, deadline), &resp,
+                            &err) != 0) {
             log_k8s_error(e, "create lease", &err);
             goto out;
         }
@@ -503,15 +517,16 @@ static enum attempt try_acquire_or_renew(struct upm_lease *e, int64_t timeout_ms
                      (long long)((now - e->observed_mono) / UPM_NS_PER_MS), (long long)d);
     }
     if (ours && atomic_load(&e->leading))
-        obj = build_lease(e, e->cached, e->cfg.identity, dur_s, r->acquire[0] ? r->acquire : ts,
-                          ts, r->transitions);
+        obj = build_lease(e, e->cached, e->cfg.identity, dur_s, r->acquire[0] ? r->acquire : ts, ts,
+                          r->transitions);
     else
         obj = build_lease(e, e->cached, e->cfg.identity, dur_s, ts, ts,
                           ours ? r->transitions : r->transitions + 1);
     *write_start = now_mono(e);
     /* PUT carries metadata.resourceVersion from the object just read: the
      * server rejects it with 409 if anyone wrote in between. */
-    if (upm_k8s_request(e->client, "PUT", e->item_path, obj, timeout_ms, &resp, &err) != 0) {
+    if (upm_k8s_request(e->client, "PUT", e->item_path, obj, request_timeout(e, deadline), &resp,
+                        &err) != 0) {
         log_k8s_error(e, ours ? "renew lease" : "take over lease", &err);
         goto out;
     }
@@ -535,7 +550,7 @@ static int64_t jittered_retry(struct upm_lease *e)
 int64_t upm_lease_step(struct upm_lease *e)
 {
     int64_t now = now_mono(e);
-    int64_t timeout_ms = 0; /* 0 = the client's */
+    int64_t req_deadline = 0; /* 0 = the client's own timeout */
     int64_t write_start = 0;
     int64_t deadline;
     bool was_leading = atomic_load(&e->leading);
@@ -549,19 +564,15 @@ int64_t upm_lease_step(struct upm_lease *e)
             fence(e, now);
             was_leading = false;
         } else {
-            /* A renewal must not run past the deadline unnoticed. */
-            timeout_ms = (deadline - now) / UPM_NS_PER_MS;
-            if (timeout_ms < 1)
-                timeout_ms = 1;
+            req_deadline = deadline;
         }
     }
-    a = try_acquire_or_renew(e, timeout_ms, &write_start);
+    a = try_acquire_or_renew(e, req_deadline, &write_start);
     now = now_mono(e);
     if (a == ATTEMPT_ACQUIRED) {
         e->last_renew_mono = write_start;
         if (!was_leading) {
-            atomic_store(&e->leader_until,
-                         write_start + e->cfg.renew_deadline_ms * UPM_NS_PER_MS);
+            atomic_store(&e->leader_until, write_start + e->cfg.renew_deadline_ms * UPM_NS_PER_MS);
             atomic_store(&e->leading, true);
             upm_prom_set(e->m_leader, 1);
             upm_prom_inc(e->m_transitions, 1);
@@ -570,8 +581,7 @@ int64_t upm_lease_step(struct upm_lease *e)
                          (long long)e->observed.transitions);
             e->cb.start_leading(e->cb.opaque);
         } else {
-            atomic_store(&e->leader_until,
-                         write_start + e->cfg.renew_deadline_ms * UPM_NS_PER_MS);
+            atomic_store(&e->leader_until, write_start + e->cfg.renew_deadline_ms * UPM_NS_PER_MS);
         }
         upm_prom_set(e->m_age, (double)(now - write_start) / 1e9);
         return e->cfg.retry_period_ms;

@@ -241,10 +241,10 @@ int main(int argc, char **argv)
         goto out;
     }
     task.heartbeat_ms = elect_cfg.heartbeat_ms;
-    lease = upm_lease_create(&lease_cfg, client, reg,
-                             &(struct upm_lease_callbacks){task_start_leading, task_stop_leading,
-                                                           &task},
-                             NULL, err, sizeof(err));
+    lease = upm_lease_create(
+        &lease_cfg, client, reg,
+        &(struct upm_lease_callbacks){task_start_leading, task_stop_leading, &task}, NULL, err,
+        sizeof(err));
     if (!lease) {
         upm_log_error("elect", "lease failed | error=\"%s\"", err);
         goto out;

@@ -419,3 +419,60 @@ def test_wall_clocks_minutes_apart(kube, group):
     wait_for("one leader", lambda: current_leader(others), 5)
     samples, with_leader = sample_one_leader(kube, ns, "elect", others, 5)
     assert with_leader == samples
+
+
+@pytest.fixture
+def private_kube():
+    """A control plane of this test's own (state folder and ports), so that stopping its
+    kube-apiserver disturbs nobody else; stopped and wiped at the end."""
+    from kubeplane import KubePlane, parse_env, run_kube
+
+    state = os.path.join(ROOT, ".state-kube-lease-outage")
+    env = dict(os.environ)
+    env["UPMON_KUBE_PORT_OFFSET"] = os.environ.get("LEASE_OUTAGE_PORT_OFFSET", "370")
+    up = run_kube("up", state=state, env=env, timeout=3600)
+    if up.returncode != 0:
+        run_kube("down", "--wipe", state=state, env=env, timeout=180)
+        pytest.fail("`ci/kube up` (private) failed:\n%s%s" % (up.stdout, up.stderr),
+                    pytrace=False)
+    out = run_kube("env", state=state, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    plane = KubePlane(state, parse_env(out.stdout))
+    plane.restart = lambda: run_kube("up", state=state, env=env, timeout=600)
+    yield plane
+    down = run_kube("down", "--wipe", state=state, env=env, timeout=180)
+    assert down.returncode == 0, "ci/kube down failed:\n%s%s" % (down.stdout, down.stderr)
+
+
+def test_apiserver_outage_fences_and_one_leader_after(private_kube, workdir):
+    """kube-apiserver stopped for longer than the renew deadline: the leader stops
+    leading before its lease could expire, and when the server is back exactly one
+    candidate leads."""
+    kube = private_kube
+    ns = kube.namespace("upmon-lease-outage")
+    kc = write_kubeconfig(workdir, kube)
+    cands = [Candidate(ns, "elect", "out-%d" % i, kc, workdir) for i in range(2)]
+    try:
+        leader = wait_for("a leader", lambda: current_leader(cands), 15)
+        time.sleep(2 * RETRY_S)
+        with open(os.path.join(kube.state, "apiserver", "pid")) as f:
+            pid = int(f.read().strip())
+        t_stop = time.monotonic()
+        os.kill(pid, signal.SIGKILL)  # no graceful drain: the API is simply gone
+        wait_for("leader fences", lambda: leader.leader() == 0, RENEW_S + 2)
+        fenced_after = time.monotonic() - t_stop
+        # The last renewal started < 1 retry period before the stop; fencing comes at
+        # most renew_deadline after it, i.e. before the lease (4 s) can expire.
+        assert fenced_after <= RENEW_S + 0.5, "fenced %.2fs after the stop" % fenced_after
+        assert all(c.leader() == 0 for c in cands), "someone leads without an API server"
+        assert leader.metrics()["upmon_leader_fenced_total"] == 1
+        time.sleep(max(0.0, RENEW_S + 2 - (time.monotonic() - t_stop)))
+        up = kube.restart()
+        assert up.returncode == 0, up.stdout + up.stderr
+        wait_for("a leader after the outage", lambda: current_leader(cands), 15)
+        samples, with_leader = sample_one_leader(kube, ns, "elect", cands, 8)
+        assert with_leader == samples
+        assert all(c.alive() for c in cands)
+    finally:
+        for c in cands:
+            c.stop()

@@ -67,31 +67,32 @@ static void test_base64(void **state)
     assert_string_equal(b.data, "hello");
     assert_int_equal(upm_k8s_base64_decode("aGV*bG8=", 8, &b), -1);
     assert_int_equal(upm_k8s_base64_decode("aGVsbG8=x", 9, &b), -1); /* data after padding */
-    assert_int_equal(upm_k8s_base64_decode("a", 1, &b), -1);        /* 6 bits: not a byte */
+    assert_int_equal(upm_k8s_base64_decode("a", 1, &b), -1);         /* 6 bits: not a byte */
     upm_buf_free(&b);
 }
 
-#define KC_TOKEN                  "apiVersion: v1\n" \
-                              "kind: Config\n" \
-                              "current-context: dev\n" \
-                              "clusters:\n" \
-                              "- name: other\n" \
-                              "  cluster: {server: \"https://wrong:1\"}\n" \
-                              "- name: c1\n" \
-                              "  cluster:\n" \
-                              "    server: https://127.0.0.1:6443/\n" \
-                              "    certificate-authority-data: %s\n" \
-                              "contexts:\n" \
-                              "- name: prod\n" \
-                              "  context: {cluster: other, user: u2}\n" \
-                              "- name: dev\n" \
-                              "  context: {cluster: c1, user: u1, namespace: x}\n" \
-                              "users:\n" \
-                              "- name: u2\n" \
-                              "  user: {token: wrong}\n" \
-                              "- name: u1\n" \
-                              "  user:\n" \
-                              "    token: s3cr3t-token\n"
+#define KC_TOKEN                                                                                   \
+    "apiVersion: v1\n"                                                                             \
+    "kind: Config\n"                                                                               \
+    "current-context: dev\n"                                                                       \
+    "clusters:\n"                                                                                  \
+    "- name: other\n"                                                                              \
+    "  cluster: {server: \"https://wrong:1\"}\n"                                                   \
+    "- name: c1\n"                                                                                 \
+    "  cluster:\n"                                                                                 \
+    "    server: https://127.0.0.1:6443/\n"                                                        \
+    "    certificate-authority-data: %s\n"                                                         \
+    "contexts:\n"                                                                                  \
+    "- name: prod\n"                                                                               \
+    "  context: {cluster: other, user: u2}\n"                                                      \
+    "- name: dev\n"                                                                                \
+    "  context: {cluster: c1, user: u1, namespace: x}\n"                                           \
+    "users:\n"                                                                                     \
+    "- name: u2\n"                                                                                 \
+    "  user: {token: wrong}\n"                                                                     \
+    "- name: u1\n"                                                                                 \
+    "  user:\n"                                                                                    \
+    "    token: s3cr3t-token\n"
 
 static void test_kubeconfig_token_ca_data(void **state)
 {
@@ -100,8 +101,7 @@ static void test_kubeconfig_token_ca_data(void **state)
 
     b64("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n", ca64, sizeof(ca64));
     snprintf(yaml, sizeof(yaml), KC_TOKEN, ca64);
-    assert_int_equal(upm_k8s_kubeconfig_parse(yaml, strlen(yaml), NULL, &c, err, sizeof(err)),
-                     0);
+    assert_int_equal(upm_k8s_kubeconfig_parse(yaml, strlen(yaml), NULL, &c, err, sizeof(err)), 0);
     assert_string_equal(c.server, "https://127.0.0.1:6443"); /* trailing slash dropped */
     assert_string_equal(c.token, "s3cr3t-token");
     assert_null(c.token_path);
@@ -241,8 +241,8 @@ static struct upm_k8s_client *client_with(struct fake *f, const char *token)
     return c;
 }
 
-#define STATUS(code, reason, msg)                                                                 \
-    "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"" msg        \
+#define STATUS(code, reason, msg)                                                                  \
+    "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"" msg         \
     "\",\"reason\":\"" reason "\",\"code\":" #code "}"
 
 static void test_request_ok_and_json(void **state)
@@ -254,9 +254,8 @@ static void test_request_ok_and_json(void **state)
     cJSON *body = cJSON_CreateObject();
 
     cJSON_AddStringToObject(body, "x", "y");
-    assert_int_equal(upm_k8s_request(c, "POST", "/api/v1/namespaces/n/configmaps", body, 0, &out,
-                                     &err),
-                     0);
+    assert_int_equal(
+        upm_k8s_request(c, "POST", "/api/v1/namespaces/n/configmaps", body, 0, &out, &err), 0);
     assert_int_equal(cJSON_GetObjectItem(out, "a")->valueint, 1);
     assert_string_equal(f.tokens[0], "tok");
     assert_string_equal(f.methods[0], "POST");
@@ -277,7 +276,9 @@ static void test_error_mapping(void **state)
                 {0, true, 0, NULL, {NULL}},
                 {0, false, 0, NULL, {NULL}},
                 {404, false, 0, STATUS(404, "NotFound", "leases \\\"x\\\" not found"), {NULL}},
-                {403, false, 0,
+                {403,
+                 false,
+                 0,
                  STATUS(403, "Forbidden",
                         "leases.coordination.k8s.io \\\"x\\\" is forbidden: User "
                         "\\\"system:serviceaccount:ns:sa\\\" cannot update resource "
@@ -486,8 +487,8 @@ struct events {
 static int on_event(void *o, const char *type, const cJSON *obj)
 {
     struct events *ev = o;
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "name");
+    const cJSON *name =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "name");
     size_t l = strlen(ev->log);
 
     snprintf(ev->log + l, sizeof(ev->log) - l, "%s:%s;", type,
@@ -501,8 +502,10 @@ static void test_watch_parser_chunks(void **state)
     struct upm_k8s_watch_parser p;
     struct events ev = {0};
     const char *stream =
-        "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"5\"}}}\n"
-        "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"6\"}}}"
+        "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"5\"}}}"
+        "\n"
+        "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"6\"}"
+        "}}"
         "\r\n\n"
         "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"9\"}}}";
 
@@ -531,8 +534,8 @@ static void test_watch_parser_chunks(void **state)
     upm_k8s_watch_parser_free(&p);
 }
 
-#define EV(type, name, rv)                                                                        \
-    "{\"type\":\"" type "\",\"object\":{\"metadata\":{\"name\":\"" name                          \
+#define EV(type, name, rv)                                                                         \
+    "{\"type\":\"" type "\",\"object\":{\"metadata\":{\"name\":\"" name                            \
     "\",\"resourceVersion\":\"" rv "\"}}}\n"
 
 static void test_list_watch_relists_on_410(void **state)
@@ -542,25 +545,33 @@ static void test_list_watch_relists_on_410(void **state)
         .replies =
             {
                 /* list */
-                {200, false, 0,
+                {200,
+                 false,
+                 0,
                  "{\"kind\":\"LeaseList\",\"metadata\":{\"resourceVersion\":\"10\"},\"items\":["
                  "{\"metadata\":{\"name\":\"x\",\"resourceVersion\":\"8\"}}]}",
                  {NULL}},
                 /* watch from 10: one event, then the server ends the stream */
                 {200, false, 0, NULL, {EV("MODIFIED", "x", "11"), NULL}},
                 /* watch from 11: the history is compacted */
-                {200, false, 0, NULL,
-                 {"{\"type\":\"ERROR\",\"object\":" STATUS(410, "Expired", "too old") "}\n",
-                  NULL}},
+                {200,
+                 false,
+                 0,
+                 NULL,
+                 {"{\"type\":\"ERROR\",\"object\":" STATUS(410, "Expired", "too old") "}\n", NULL}},
                 /* relist */
-                {200, false, 0,
+                {200,
+                 false,
+                 0,
                  "{\"metadata\":{\"resourceVersion\":\"40\"},\"items\":["
                  "{\"metadata\":{\"name\":\"x\"}},{\"metadata\":{\"name\":\"y\"}}]}",
                  {NULL}},
                 /* watch from 40: HTTP 410 this time */
                 {410, false, 0, STATUS(410, "Gone", "gone"), {NULL}},
                 /* relist → fn stops at the 6th event */
-                {200, false, 0,
+                {200,
+                 false,
+                 0,
                  "{\"metadata\":{\"resourceVersion\":\"50\"},\"items\":["
                  "{\"metadata\":{\"name\":\"z\"}}]}",
                  {NULL}},
@@ -581,6 +592,37 @@ static void test_list_watch_relists_on_410(void **state)
     assert_non_null(strstr(f.paths[2], "resourceVersion=11")); /* resumed */
     assert_string_equal(f.paths[3], path);                     /* relisted */
     assert_non_null(strstr(f.paths[4], "resourceVersion=40"));
+    upm_k8s_client_destroy(c);
+}
+
+/* A watch that meets a 401 re-reads the token and starts its stream afresh:
+ * the 401's Status body must not poison the event parser. */
+static void test_watch_401_rereads_token(void **state)
+{
+    struct fake f = {
+        .n = 2,
+        .replies =
+            {
+                {401, false, 0, STATUS(401, "Unauthorized", "Unauthorized"), {NULL}},
+                {200, false, 0, NULL, {EV("ADDED", "a", "21"), EV("MODIFIED", "a", "22"), NULL}},
+            },
+    };
+    struct upm_k8s_client *c;
+    struct upm_k8s_error err;
+    struct events ev = {0};
+    char rv[64] = "20";
+
+    setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
+    setenv("KUBERNETES_SERVICE_PORT", "6443", 1);
+    write_file("token", "w-old");
+    write_file("ca.crt", "CA\n");
+    c = incluster_client(&f);
+    write_file("token", "w-new");
+    assert_int_equal(upm_k8s_watch(c, "/api/v1/pods", rv, sizeof(rv), 5, on_event, &ev, &err), 0);
+    assert_string_equal(f.tokens[0], "w-old");
+    assert_string_equal(f.tokens[1], "w-new");
+    assert_string_equal(ev.log, "ADDED:a;MODIFIED:a;");
+    assert_string_equal(rv, "22");
     upm_k8s_client_destroy(c);
 }
 
@@ -633,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_incluster_token_reread_periodic),
         cmocka_unit_test(test_watch_parser_chunks),
         cmocka_unit_test(test_list_watch_relists_on_410),
+        cmocka_unit_test(test_watch_401_rereads_token),
         cmocka_unit_test(test_list_watch_stops_on_forbidden),
     };
 

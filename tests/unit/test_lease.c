@@ -38,6 +38,7 @@ struct fake_api {
     const char *race_method;
     const char *race_holder;
     int gets, posts, puts;
+    int64_t max_timeout_ms; /* largest per-request timeout seen (0 = client default) */
     /* Set by the test's stop_leading: lets the fake check the release
      * happened after leader work stopped. */
     bool *work_stopped;
@@ -104,15 +105,15 @@ static void fake_write(struct fake_api *f, const char *holder, int duration_s, c
 
 static const char *spec_str(const struct fake_api *f, const char *key)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(f->lease, "spec"), key);
+    const cJSON *v =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(f->lease, "spec"), key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 static double spec_num(const struct fake_api *f, const char *key)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(f->lease, "spec"), key);
+    const cJSON *v =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(f->lease, "spec"), key);
     return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
 
@@ -122,6 +123,8 @@ static int fake_perform(void *ctx, const struct upm_k8s_request *req, struct upm
     cJSON *body = NULL;
 
     memset(resp, 0, sizeof(*resp));
+    if (req->timeout_ms > f->max_timeout_ms)
+        f->max_timeout_ms = req->timeout_ms;
     if (f->fail_count != 0 && (!f->fail_method || strcmp(f->fail_method, req->method) == 0)) {
         if (f->fail_count > 0)
             f->fail_count--;
@@ -256,11 +259,13 @@ static void cand_init_cfg(struct cand *c, struct fake_api *f, const struct upm_l
 {
     struct upm_k8s_creds creds = {0};
     struct upm_k8s_transport tp = {fake_perform, NULL, f};
-    struct upm_lease_callbacks cb = {c_start, c_stop, c};
-    struct upm_lease_clock clk = {c_mono, c_real, c};
+    struct upm_lease_callbacks cb;
+    struct upm_lease_clock clk;
     char err[256];
 
     memset(c, 0, sizeof(*c));
+    cb = (struct upm_lease_callbacks){c_start, c_stop, c};
+    clk = (struct upm_lease_clock){c_mono, c_real, c};
     c->mono = mono0;
     c->real = real0;
     creds.server = upm_strdup("https://fake");
@@ -407,7 +412,8 @@ static void test_create_when_absent(void **state)
     assert_int_equal(spec_num(f, "leaseDurationSeconds"), 15);
     assert_int_equal(spec_num(f, "leaseTransitions"), 0);
     /* RFC 3339 with microseconds, from the injected wall clock. */
-    assert_int_equal(regcomp(&re, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z$",
+    assert_int_equal(regcomp(&re,
+                             "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z$",
                              REG_EXTENDED),
                      0);
     assert_int_equal(regexec(&re, spec_str(f, "renewTime"), 0, NULL, 0), 0);
@@ -465,7 +471,7 @@ static void test_conflict_on_update(void **state)
     cand_init(&a, f, "a", 0, 0);
     upm_lease_step(a.e); /* sees b's record: timer starts */
     assert_false(upm_lease_is_leader(a.e));
-    advance(&a, 15000); /* b's record unchanged for its whole duration */
+    advance(&a, 15000);     /* b's record unchanged for its whole duration */
     f->race_method = "PUT"; /* ...but b renews just before our takeover PUT lands */
     f->race_holder = "b";
     upm_lease_step(a.e);
@@ -671,8 +677,7 @@ static void test_renew_failure_fences_before_expiry(void **state)
         if (!upm_lease_is_leader(a.e))
             break;
         /* Steps never sleep past the renew deadline. */
-        assert_true(a.mono + next * UPM_NS_PER_MS <= renew_start + 10 * UPM_NS_PER_S ||
-                    next <= 1);
+        assert_true(a.mono + next * UPM_NS_PER_MS <= renew_start + 10 * UPM_NS_PER_S || next <= 1);
         advance(&a, next);
     }
     assert_false(upm_lease_is_leader(a.e));
@@ -735,6 +740,29 @@ static void test_renew_timeouts_fence(void **state)
     upm_lease_step(a.e);
     assert_false(upm_lease_is_leader(a.e));
     assert_int_equal(upm_lease_fenced_count(a.e), 1);
+    cand_free(&a);
+    fake_free(f);
+}
+
+/* A leader's requests are bounded by what is left of its renew deadline, so
+ * a hanging API server cannot carry it past the deadline unnoticed. */
+static void test_leader_requests_bounded_by_deadline(void **state)
+{
+    struct fake_api *f = fake_new();
+    struct cand a;
+
+    cand_init(&a, f, "a", 0, 0);
+    upm_lease_step(a.e);
+    assert_true(upm_lease_is_leader(a.e));
+    advance(&a, 9000);
+    f->max_timeout_ms = 0;
+    upm_lease_step(a.e); /* 1 s left of the 10 s renew deadline */
+    assert_true(upm_lease_is_leader(a.e));
+    assert_in_range(f->max_timeout_ms, 1, 1000);
+    advance(&a, 9999);
+    f->max_timeout_ms = 0;
+    upm_lease_step(a.e); /* the renewal just now started at t=9 s: 1 ms left */
+    assert_int_equal(f->max_timeout_ms, 1);
     cand_free(&a);
     fake_free(f);
 }
@@ -925,6 +953,7 @@ int main(void)
         cmocka_unit_test(test_clock_offsets),
         cmocka_unit_test(test_renew_failure_fences_before_expiry),
         cmocka_unit_test(test_renew_timeouts_fence),
+        cmocka_unit_test(test_leader_requests_bounded_by_deadline),
         cmocka_unit_test(test_lost_to_other_stops),
         cmocka_unit_test(test_release_on_shutdown),
         cmocka_unit_test(test_release_conflict_keeps_other),

@@ -46,10 +46,10 @@
 
 /* The `k8s` configuration section. */
 struct upm_k8s_config {
-    char *kubeconfig;          /* path; "" = in-cluster */
-    char *sa_dir;              /* service-account mount (token, ca.crt, namespace) */
-    int64_t timeout_ms;        /* whole request (a watch: connection + first byte window) */
-    int64_t token_reread_ms;   /* in-cluster token cache lifetime */
+    char *kubeconfig;        /* path; "" = in-cluster */
+    char *sa_dir;            /* service-account mount (token, ca.crt, namespace) */
+    int64_t timeout_ms;      /* whole request (a watch: connection + first byte window) */
+    int64_t token_reread_ms; /* in-cluster token cache lifetime */
 };
 extern const struct upm_config_key upm_k8s_config_keys[];
 extern const size_t upm_k8s_config_nkeys;
@@ -57,12 +57,12 @@ extern const size_t upm_k8s_config_nkeys;
 /* Credentials: what a kubeconfig or the service-account mount yields. All
  * strings owned; free with upm_k8s_creds_free. */
 struct upm_k8s_creds {
-    char *server;          /* https://host:port, no trailing slash */
-    struct upm_buf ca;     /* PEM; empty = system trust store */
-    struct upm_buf cert;   /* client certificate PEM; empty = none */
-    struct upm_buf key;    /* client key PEM */
-    char *token;           /* bearer token; NULL = none */
-    char *token_path;      /* re-read from here (in-cluster); NULL = static token */
+    char *server;        /* https://host:port, no trailing slash */
+    struct upm_buf ca;   /* PEM; empty = system trust store */
+    struct upm_buf cert; /* client certificate PEM; empty = none */
+    struct upm_buf key;  /* client key PEM */
+    char *token;         /* bearer token; NULL = none */
+    char *token_path;    /* re-read from here (in-cluster); NULL = static token */
 };
 void upm_k8s_creds_free(struct upm_k8s_creds *c);
 
@@ -102,7 +102,7 @@ enum upm_k8s_errkind {
 
 struct upm_k8s_error {
     enum upm_k8s_errkind kind;
-    int http_status;        /* 0 when no response arrived */
+    int http_status; /* 0 when no response arrived */
     bool retriable;
     int64_t retry_after_ms; /* 429/503 Retry-After, else 0 */
     char reason[64];        /* Status.reason, e.g. "Conflict" */
@@ -156,8 +156,8 @@ struct upm_k8s_client *upm_k8s_client_create(const struct upm_k8s_config *cfg,
                                              const struct upm_k8s_transport *transport,
                                              char *errstr, size_t errstr_size);
 /* Same with credentials already loaded; takes ownership of *creds (zeroed). */
-struct upm_k8s_client *upm_k8s_client_create_creds(struct upm_k8s_creds *creds,
-                                                   int64_t timeout_ms, int64_t token_reread_ms,
+struct upm_k8s_client *upm_k8s_client_create_creds(struct upm_k8s_creds *creds, int64_t timeout_ms,
+                                                   int64_t token_reread_ms,
                                                    const struct upm_k8s_transport *transport,
                                                    char *errstr, size_t errstr_size);
 /* NULL-safe. */
@@ -175,8 +175,7 @@ void upm_k8s_client_set_clock(struct upm_k8s_client *client, int64_t (*mono_ns)(
  * filled otherwise (*out NULL). err may not be NULL.
  */
 int upm_k8s_request(struct upm_k8s_client *client, const char *method, const char *path,
-                    const cJSON *body, int64_t timeout_ms, cJSON **out,
-                    struct upm_k8s_error *err);
+                    const cJSON *body, int64_t timeout_ms, cJSON **out, struct upm_k8s_error *err);
 
 /*
  * Map a finished exchange to err: status, the response body (a Status object

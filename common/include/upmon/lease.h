@@ -76,8 +76,7 @@ extern const size_t upm_lease_config_nkeys;
  * Check lease > renew deadline > 1.2 × retry period, lease in whole seconds,
  * a valid DNS-1123 name and namespace. 0, or -1 with errstr.
  */
-int upm_lease_config_validate(const struct upm_lease_config *cfg, char *errstr,
-                              size_t errstr_size);
+int upm_lease_config_validate(const struct upm_lease_config *cfg, char *errstr, size_t errstr_size);
 
 /* Clocks (tests inject offsets; NULL functions = the real clocks). */
 struct upm_lease_clock {
