@@ -19,7 +19,9 @@
 #include "upmon/clickhouse.h"
 #include "upmon/config.h"
 #include "upmon/httpd.h"
+#include "upmon/k8s.h"
 #include "upmon/kafka.h"
+#include "upmon/lease.h"
 #include "upmon/log.h"
 
 #define BEGIN_MARK "<!-- config-reference:begin -->\n"
@@ -31,11 +33,15 @@ static char *render(void)
     static struct upm_httpd_config http_cfg;
     static struct upm_kafka_config kafka_cfg;
     static struct upm_ch_config ch_cfg;
+    static struct upm_k8s_config k8s_cfg;
+    static struct upm_lease_config lease_cfg;
     const struct upm_config_section sections[] = {
         {"log", upm_log_config_keys, upm_log_config_nkeys, &log_cfg},
         {"http", upm_httpd_config_keys, upm_httpd_config_nkeys, &http_cfg},
         {"kafka", upm_kafka_config_keys, upm_kafka_config_nkeys, &kafka_cfg},
         {"clickhouse", upm_ch_config_keys, upm_ch_config_nkeys, &ch_cfg},
+        {"k8s", upm_k8s_config_keys, upm_k8s_config_nkeys, &k8s_cfg},
+        {"lease", upm_lease_config_keys, upm_lease_config_nkeys, &lease_cfg},
     };
     char *text = NULL;
     size_t len = 0;
