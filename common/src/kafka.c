@@ -709,8 +709,8 @@ void upm_kafka_producer_destroy(struct upm_kafka_producer *p)
 struct upm_kafka_consumer {
     struct client cl; /* first: the conf opaque */
     int closed;
-    int stats;        /* statistics on: lag series exist and need pruning */
-    int reset_latest; /* auto.offset.reset is latest (rewind without a commit) */
+    int stats;           /* statistics on: lag series exist and need pruning */
+    int reset_latest;    /* auto.offset.reset is latest (rewind without a commit) */
     uint64_t rebalances; /* assignment changes served; read by the polling thread */
 };
 
@@ -1057,8 +1057,10 @@ int upm_kafka_consumer_commit_offset(struct upm_kafka_consumer *c, const char *t
         return -1;
     if (!is_assigned(c, topic, partition, &err)) {
         if (!err) {
-            upm_log_info(MOD, "not committing a revoked partition | client=%s topic=%s "
-                              "partition=%" PRId32, c->cl.name, topic, partition);
+            upm_log_info(MOD,
+                         "not committing a revoked partition | client=%s topic=%s "
+                         "partition=%" PRId32,
+                         c->cl.name, topic, partition);
             return -1;
         }
         goto fail;
@@ -1090,9 +1092,9 @@ out:
     return ret;
 }
 
-int upm_kafka_consumer_committed(struct upm_kafka_consumer *c, const char *topic,
-                                 int32_t partition, int timeout_ms, int64_t *offset,
-                                 char *metadata, size_t metadata_size, int *retriable)
+int upm_kafka_consumer_committed(struct upm_kafka_consumer *c, const char *topic, int32_t partition,
+                                 int timeout_ms, int64_t *offset, char *metadata,
+                                 size_t metadata_size, int *retriable)
 {
     int dummy;
     if (!retriable)
@@ -1109,8 +1111,10 @@ int upm_kafka_consumer_committed(struct upm_kafka_consumer *c, const char *topic
         /* Fetching is read-only: any failure may pass on a later try unless
          * the client itself is dead. */
         *retriable = !atomic_load(&c->cl.fatal);
-        upm_log_warn(MOD, "fetching the committed offset failed: %s | client=%s topic=%s "
-                          "partition=%" PRId32, rd_kafka_err2str(err), c->cl.name, topic, partition);
+        upm_log_warn(MOD,
+                     "fetching the committed offset failed: %s | client=%s topic=%s "
+                     "partition=%" PRId32,
+                     rd_kafka_err2str(err), c->cl.name, topic, partition);
         rd_kafka_topic_partition_list_destroy(parts);
         return -1;
     }

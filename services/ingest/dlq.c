@@ -13,8 +13,8 @@ size_t ing_dlq_headers(struct ing_dlq_headers *out, const struct upm_event_error
     out->h[0] = (struct upm_kafka_header){"reason", reason, strlen(reason)};
     out->h[1] = (struct upm_kafka_header){"field", err->field, strlen(err->field)};
     out->h[2] = (struct upm_kafka_header){"detail", err->detail, strlen(err->detail)};
-    out->h[3] = (struct upm_kafka_header){"source_partition", out->partition,
-                                          strlen(out->partition)};
+    out->h[3] =
+        (struct upm_kafka_header){"source_partition", out->partition, strlen(out->partition)};
     out->h[4] = (struct upm_kafka_header){"source_offset", out->offset, strlen(out->offset)};
     return ING_DLQ_NHEADERS;
 }

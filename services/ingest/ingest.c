@@ -26,12 +26,12 @@ const struct upm_config_key ing_config_keys[] = {
      UPM_CFG_REQUIRED},
     {"table", UPM_CFG_STRING, IOFF(table), "events_local", NORANGE, NULL,
      "Local (ReplicatedMergeTree) table written on every shard.", 0},
-    {"batch_rows", UPM_CFG_INT, IOFF(batch_rows), "200000", 1, 10000000, NULL,
+    {"batch_rows", UPM_CFG_INT, IOFF(batch_rows), "100000", 1, 10000000, NULL,
      "Valid rows per source partition that cut a batch.", 0},
-    {"batch_bytes", UPM_CFG_INT, IOFF(batch_bytes), "33554432", 1024, 1073741824, NULL,
+    {"batch_bytes", UPM_CFG_INT, IOFF(batch_bytes), "8388608", 1024, 1073741824, NULL,
      "RowBinary bytes per source partition that cut a batch.", 0},
     {"batch_age", UPM_CFG_DURATION_MS, IOFF(batch_age_ms), "250ms", 1, 600000, NULL,
-     "Age of a batch's first message that cuts it.", 0},
+     "Age of a batch's first message that cuts it (not while catching up a backlog).", 0},
     {"poll_max", UPM_CFG_INT, IOFF(poll_max), "20000", 1, 1000000, NULL,
      "Messages taken from the consumer per poll.", 0},
     {"retry_backoff_max", UPM_CFG_DURATION_MS, IOFF(retry_backoff_max_ms), "5s", 10, 600000, NULL,
@@ -63,7 +63,12 @@ struct ingest {
     struct ing_range *ranges; /* indexed by partition */
     bool *live;
     size_t nranges;
-    struct ing_limits lim;
+    struct ing_limits lim, lim_backlog; /* lim_backlog: no age cut */
+    /* The last poll came back full: a backlog. Age cuts are then off (sizes
+     * still cut), so catching up writes big blocks instead of one small
+     * block per partition and shard every batch_age — each block costs the
+     * cluster a part on every replica of every table its views feed. */
+    bool backlog;
     struct upm_event_opts evopts;
     uint64_t rebalances_seen;
     uint64_t dlq_failed, dlq_failed_seen;
@@ -118,8 +123,8 @@ static int commit_retry(struct ingest *in, int32_t partition, int64_t offset, co
     int64_t backoff = 100;
     for (;;) {
         int retriable = 0;
-        if (upm_kafka_consumer_commit_offset(in->consumer, in->kcfg->topic, partition, offset,
-                                             meta, &retriable) == 0)
+        if (upm_kafka_consumer_commit_offset(in->consumer, in->kcfg->topic, partition, offset, meta,
+                                             &retriable) == 0)
             return 0;
         if (!retriable || giving_up(in))
             return -1;
@@ -127,8 +132,7 @@ static int commit_retry(struct ingest *in, int32_t partition, int64_t offset, co
     }
 }
 
-static int insert_retry(struct ingest *in, uint32_t shard, const struct upm_buf *block,
-                        size_t rows)
+static int insert_retry(struct ingest *in, uint32_t shard, const struct upm_buf *block, size_t rows)
 {
     int64_t backoff = 200;
     char shard_label[16];
@@ -153,8 +157,9 @@ static int insert_retry(struct ingest *in, uint32_t shard, const struct upm_buf 
         /* Nothing is skipped, not even on a non-retriable error (a schema
          * mismatch, a missing table): the rows stay uncommitted and the
          * insert is tried again until an operator fixes the cause. */
-        upm_log_warn(MOD, "insert failed, retrying | shard=%" PRIu32 " rows=%zu code=%d http=%d "
-                          "retriable=%d backoff_ms=%" PRId64 " error=\"%s\"",
+        upm_log_warn(MOD,
+                     "insert failed, retrying | shard=%" PRIu32 " rows=%zu code=%d http=%d "
+                     "retriable=%d backoff_ms=%" PRId64 " error=\"%s\"",
                      shard, rows, err.code, err.http_status, err.retriable ? 1 : 0, backoff,
                      err.message);
         if (giving_up(in))
@@ -208,8 +213,9 @@ static enum step flush_range(struct ingest *in, struct ing_range *r, enum ing_cu
     upm_prom_observe(in->batch_rows, (double)r->nvalid);
     upm_prom_observe(in->batch_bytes, (double)r->bytes);
     upm_prom_inc(upm_prom_series_get(in->batches, (const char *[]){ing_cut_name(cut)}), 1);
-    upm_log_debug(MOD, "range stored | partition=%" PRId32 " start=%" PRId64 " end=%" PRId64
-                       " messages=%zu rows=%zu cut=%s",
+    upm_log_debug(MOD,
+                  "range stored | partition=%" PRId32 " start=%" PRId64 " end=%" PRId64
+                  " messages=%zu rows=%zu cut=%s",
                   r->partition, r->start, end, r->nmsgs, r->nvalid, ing_cut_name(cut));
     ing_range_reset(r, end, -1);
     return STEP_OK;
@@ -254,8 +260,9 @@ static struct ing_range *range_for(struct ingest *in, int32_t partition, int64_t
     } else if (prc == 0 && nshards != in->nshards) {
         /* Rows of the recorded range now hash differently: the replay cannot
          * be deduplicated. Only a topology change does this. */
-        upm_log_error(MOD, "recorded range was cut for another shard count; its rows may be "
-                           "stored twice | partition=%" PRId32 " recorded=%" PRIu32 " now=%" PRIu32,
+        upm_log_error(MOD,
+                      "recorded range was cut for another shard count; its rows may be "
+                      "stored twice | partition=%" PRId32 " recorded=%" PRIu32 " now=%" PRIu32,
                       partition, nshards, in->nshards);
     }
     if (prc != 0)
@@ -266,8 +273,9 @@ static struct ing_range *range_for(struct ingest *in, int32_t partition, int64_t
     else
         ing_range_reset(r, start, end);
     in->live[partition] = true;
-    upm_log_info(MOD, "partition started | partition=%" PRId32 " committed=%" PRId64
-                      " recorded_end=%" PRId64,
+    upm_log_info(MOD,
+                 "partition started | partition=%" PRId32 " committed=%" PRId64
+                 " recorded_end=%" PRId64,
                  partition, committed, end);
     return r;
 }
@@ -295,20 +303,22 @@ static void produce_dlq(struct ingest *in, const struct upm_kafka_message *m,
                         const struct upm_event_error *err)
 {
     struct ing_dlq_headers h;
+    memset(&h, 0, sizeof(h));
     size_t nh = ing_dlq_headers(&h, err, m->partition, m->offset);
     const void *value = m->value ? m->value : "";
     size_t len = m->value ? m->len : 0;
     for (;;) {
         int retriable = 0;
-        if (upm_kafka_produce(in->dlq, in->kcfg->dlq_topic, m->key, m->key_len, value, len, h.h,
-                              nh, NULL, &retriable) == 0)
+        if (upm_kafka_produce(in->dlq, in->kcfg->dlq_topic, m->key, m->key_len, value, len, h.h, nh,
+                              NULL, &retriable) == 0)
             return;
         if (retriable && !giving_up(in))
             continue;
         if (len > 65536) {
             /* Too large for the DLQ topic: keep the head, say so. */
-            upm_log_warn(MOD, "DLQ message too large, truncating | partition=%" PRId32
-                              " offset=%" PRId64 " bytes=%zu",
+            upm_log_warn(MOD,
+                         "DLQ message too large, truncating | partition=%" PRId32 " offset=%" PRId64
+                         " bytes=%zu",
                          m->partition, m->offset, len);
             len = 65536;
             continue;
@@ -318,6 +328,11 @@ static void produce_dlq(struct ingest *in, const struct upm_kafka_message *m,
         upm_prom_inc(in->dlq_failures, 1);
         return;
     }
+}
+
+static const struct ing_limits *limits(struct ingest *in)
+{
+    return in->backlog ? &in->lim_backlog : &in->lim;
 }
 
 static enum step process(struct ingest *in, const struct upm_kafka_message *m)
@@ -348,12 +363,12 @@ static enum step process(struct ingest *in, const struct upm_kafka_message *m)
     if (rc != 0)
         return restart(in, "offsets went backwards");
     if (!valid) {
-        upm_prom_inc(upm_prom_series_get(in->rejected,
-                                         (const char *[]){upm_event_reason_name(err.reason)}),
-                     1);
+        upm_prom_inc(
+            upm_prom_series_get(in->rejected, (const char *[]){upm_event_reason_name(err.reason)}),
+            1);
         produce_dlq(in, m, &err);
     }
-    enum ing_cut cut = ing_range_cut(r, &in->lim, now);
+    enum ing_cut cut = ing_range_cut(r, limits(in), now);
     if (cut != ING_CUT_NONE && flush_range(in, r, cut) != STEP_OK)
         return restart(in, "flush failed");
     return STEP_OK;
@@ -366,7 +381,7 @@ static enum step sweep(struct ingest *in, bool final)
         if (!in->live[p])
             continue;
         struct ing_range *r = &in->ranges[p];
-        enum ing_cut cut = ing_range_cut(r, &in->lim, now);
+        enum ing_cut cut = ing_range_cut(r, final ? &in->lim : limits(in), now);
         if (cut == ING_CUT_NONE && final && r->nmsgs > 0 && r->recorded_end < 0)
             cut = ING_CUT_FINAL;
         if (cut != ING_CUT_NONE && flush_range(in, r, cut) != STEP_OK)
@@ -427,6 +442,10 @@ static int check_topology(struct ingest *in, const struct upm_ch_config *ccfg, c
                  err.message);
         goto out;
     }
+    if (!out.data)
+        (void)upm_buf_puts(&out, "");
+    while (out.len > 0 && (out.data[out.len - 1] == '\n' || out.data[out.len - 1] == ' '))
+        out.data[--out.len] = '\0';
     char *endp;
     unsigned long long n = strtoull(out.data, &endp, 10);
     if (endp == out.data || n != in->nshards) {
@@ -484,11 +503,11 @@ static void register_metrics(struct ingest *in)
         upm_prom_histogram(reg, "upmon_ingest_batch_bytes", "RowBinary bytes per stored range.",
                            sizeof(bytes_b) / sizeof(bytes_b[0]), bytes_b, 0, NULL),
         NULL);
-    in->insert_seconds = upm_prom_series_get(
-        upm_prom_histogram(reg, "upmon_ingest_insert_seconds",
-                           "Duration of a successful block insert.",
-                           sizeof(sec_b) / sizeof(sec_b[0]), sec_b, 0, NULL),
-        NULL);
+    in->insert_seconds =
+        upm_prom_series_get(upm_prom_histogram(reg, "upmon_ingest_insert_seconds",
+                                               "Duration of a successful block insert.",
+                                               sizeof(sec_b) / sizeof(sec_b[0]), sec_b, 0, NULL),
+                            NULL);
     in->e2s_seconds = upm_prom_series_get(
         upm_prom_histogram(reg, "upmon_ingest_event_to_stored_seconds",
                            "Insert acknowledgement time minus the event's ts_ns.",
@@ -509,6 +528,8 @@ struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kaf
     in->stop = stop;
     in->lim = (struct ing_limits){(size_t)icfg->batch_rows, (size_t)icfg->batch_bytes,
                                   icfg->batch_age_ms * UPM_NS_PER_MS};
+    in->lim_backlog = in->lim;
+    in->lim_backlog.max_age_ns = INT64_MAX;
     in->evopts.cdn_hosts = (const char *const *)icfg->cdn_hosts.items;
     in->evopts.n_cdn_hosts = icfg->cdn_hosts.count;
     register_metrics(in);
@@ -542,7 +563,18 @@ struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kaf
     if (!in->dlq)
         goto fail;
     upm_kafka_producer_set_delivery_cb(in->dlq, on_dlq_delivery, in);
-    in->consumer = upm_kafka_consumer_create(kcfg, reg, NULL, 0, errstr, errstr_size);
+    /* librdkafka prefetches up to 64 MiB by default; the batches already
+     * bound what ingest holds, so keep the prefetch small. Listed first so
+     * that kafka.properties can still override it. */
+    static char prefetch[] = "queued.max.messages.kbytes=16384";
+    struct upm_kafka_config ccopy = *kcfg;
+    ccopy.properties.count = kcfg->properties.count + 1;
+    ccopy.properties.items = upm_calloc(ccopy.properties.count, sizeof(char *));
+    ccopy.properties.items[0] = prefetch;
+    for (size_t i = 0; i < kcfg->properties.count; i++)
+        ccopy.properties.items[i + 1] = kcfg->properties.items[i];
+    in->consumer = upm_kafka_consumer_create(&ccopy, reg, NULL, 0, errstr, errstr_size);
+    free(ccopy.properties.items);
     if (!in->consumer)
         goto fail;
     in->rebalances_seen = upm_kafka_consumer_rebalances(in->consumer);
@@ -574,6 +606,7 @@ int ingest_run(struct ingest *in)
             restart(in, "rebalance");
             continue;
         }
+        in->backlog = n >= (int)in->cfg->poll_max;
         for (int i = 0; i < n; i++) {
             if (process(in, upm_kafka_batch_message(b, (size_t)i)) != STEP_OK)
                 break;

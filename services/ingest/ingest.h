@@ -29,10 +29,10 @@ struct ing_config {
     int64_t batch_rows;
     int64_t batch_bytes;
     int64_t batch_age_ms;
-    int64_t poll_max;          /* messages per poll */
+    int64_t poll_max; /* messages per poll */
     int64_t retry_backoff_max_ms;
     int64_t shutdown_timeout_ms;
-    bool check_topology;       /* compare shards with system.clusters at start */
+    bool check_topology; /* compare shards with system.clusters at start */
     struct upm_strlist cdn_hosts;
 };
 

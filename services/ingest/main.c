@@ -32,7 +32,11 @@ static void usage(FILE *out)
                  "                  ingest); every key can be overridden by UPMON_<SECTION>_<KEY>\n"
                  "  --check-config  validate, print the effective configuration (secrets\n"
                  "                  redacted) and exit 0, or print the error and exit 1\n"
-                 "  --help          this text\n");
+                 "  --help          this text\n\n"
+                 "The ingest section (log, http, kafka and clickhouse are in the README):\n\n");
+    static struct ing_config icfg;
+    const struct upm_config_section own[] = {{"ingest", ing_config_keys, ing_config_nkeys, &icfg}};
+    upm_config_dump_markdown(own, 1, out);
 }
 
 int main(int argc, char **argv)

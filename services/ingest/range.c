@@ -50,8 +50,7 @@ void ing_range_free(struct ing_range *r)
     memset(r, 0, sizeof(*r));
 }
 
-int ing_range_add(struct ing_range *r, const struct upm_event *ev, int64_t offset,
-                  int64_t now_ns)
+int ing_range_add(struct ing_range *r, const struct upm_event *ev, int64_t offset, int64_t now_ns)
 {
     if (offset < r->next)
         return -1;
@@ -77,8 +76,7 @@ int ing_range_add(struct ing_range *r, const struct upm_event *ev, int64_t offse
     return 0;
 }
 
-enum ing_cut ing_range_cut(const struct ing_range *r, const struct ing_limits *lim,
-                           int64_t now_ns)
+enum ing_cut ing_range_cut(const struct ing_range *r, const struct ing_limits *lim, int64_t now_ns)
 {
     if (r->nmsgs == 0)
         return ING_CUT_NONE;

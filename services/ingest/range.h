@@ -23,9 +23,9 @@
 #include "upmon/event.h"
 
 struct ing_limits {
-    size_t max_rows;     /* valid rows in a range (all shards) */
-    size_t max_bytes;    /* RowBinary bytes in a range (all shards) */
-    int64_t max_age_ns;  /* since the range's first message was consumed */
+    size_t max_rows;    /* valid rows in a range (all shards) */
+    size_t max_bytes;   /* RowBinary bytes in a range (all shards) */
+    int64_t max_age_ns; /* since the range's first message was consumed */
 };
 
 enum ing_cut {
@@ -45,11 +45,11 @@ struct ing_range {
     int64_t recorded_end; /* end recorded by an earlier owner, -1 = none: cut freely */
     size_t nmsgs;         /* messages added (valid and rejected) */
     size_t nvalid;
-    size_t bytes;             /* RowBinary bytes over all shards */
-    int64_t first_ns;         /* monotonic time of the first message, 0 when empty */
-    struct upm_buf *blocks;   /* [nshards] RowBinary */
-    size_t *shard_rows;       /* [nshards] */
-    int64_t *ts_ns;           /* event times of the valid rows (latency metric) */
+    size_t bytes;           /* RowBinary bytes over all shards */
+    int64_t first_ns;       /* monotonic time of the first message, 0 when empty */
+    struct upm_buf *blocks; /* [nshards] RowBinary */
+    size_t *shard_rows;     /* [nshards] */
+    int64_t *ts_ns;         /* event times of the valid rows (latency metric) */
     size_t ts_cap;
 };
 
@@ -69,14 +69,12 @@ void ing_range_free(struct ing_range *r);
  * -1 when offset is below next (a replayed or out-of-order message: the
  * caller's view of the partition is stale and it must start over).
  */
-int ing_range_add(struct ing_range *r, const struct upm_event *ev, int64_t offset,
-                  int64_t now_ns);
+int ing_range_add(struct ing_range *r, const struct upm_event *ev, int64_t offset, int64_t now_ns);
 
 /* Whether the range must be cut now: with a recorded end, only once it has
  * reached it (never earlier, whatever the limits); otherwise by rows, bytes,
  * or age, in that order. An empty range is never cut. */
-enum ing_cut ing_range_cut(const struct ing_range *r, const struct ing_limits *lim,
-                           int64_t now_ns);
+enum ing_cut ing_range_cut(const struct ing_range *r, const struct ing_limits *lim, int64_t now_ns);
 
 const char *ing_cut_name(enum ing_cut cut);
 

@@ -21,6 +21,8 @@ from conftest import ROOT, poll
 from test_stack import kafka_java
 
 BIN = os.environ.get("INGEST_TEST_BIN") or os.path.join(ROOT, "build", "bin", "upmon-ingest")
+SCHEMA_BIN = os.environ.get("INGEST_TEST_SCHEMA_BIN") or os.path.join(ROOT, "build", "bin",
+                                                                         "upmon-schema")
 N_VALID = int(os.environ.get("INGEST_TEST_EVENTS", "100000"))
 COUNTRIES = ["DE", "US", "FR", "PL", "KZ", "BY", "UZ", "AM"]
 ORIGINS = ["upload/ui", "upload/api", "update/manual", "update/xlsx"]
@@ -137,9 +139,19 @@ class Env:
                            self.brokers, "--create", "--topic", t, "--partitions", str(parts),
                            "--replication-factor", "1", "--config", "max.message.bytes=2000000")
             assert r.returncode == 0, "creating %s failed:\n%s%s" % (t, r.stdout, r.stderr)
-        self.ch.query("CREATE DATABASE %s ON CLUSTER %s" % (self.db, self.cluster))
-        self.ch.query(TABLE_SQL.format(db=self.db, cluster=self.cluster))
-        self.ch.query(DIST_SQL.format(db=self.db, cluster=self.cluster))
+        if os.path.exists(SCHEMA_BIN):
+            # The real schema (sql/), rollups included, in this test's database.
+            env = dict(os.environ)
+            env.update({k: v for k, v in self.env.items() if k.startswith("UPMON_CLICKHOUSE_")})
+            env["UPMON_CLICKHOUSE_DATABASE"] = self.db
+            r = subprocess.run([SCHEMA_BIN, "apply"], env=env, capture_output=True, text=True,
+                               timeout=300)
+            assert r.returncode == 0, "upmon-schema apply failed:\n%s%s" % (r.stdout, r.stderr)
+        else:
+            # Before upmon-schema existed: the tables of the issue-4 contract.
+            self.ch.query("CREATE DATABASE %s ON CLUSTER %s" % (self.db, self.cluster))
+            self.ch.query(TABLE_SQL.format(db=self.db, cluster=self.cluster))
+            self.ch.query(DIST_SQL.format(db=self.db, cluster=self.cluster))
 
     def teardown(self):
         for p in self.procs:
@@ -164,6 +176,8 @@ class Env:
             "UPMON_KAFKA_BROKERS": self.brokers, "UPMON_KAFKA_TOPIC": self.topic,
             "UPMON_KAFKA_DLQ_TOPIC": self.dlq, "UPMON_KAFKA_GROUP_ID": self.group,
             "UPMON_KAFKA_STATISTICS_INTERVAL": "1s",
+            # A killed member blocks the group's rebalance for this long.
+            "UPMON_KAFKA_SESSION_TIMEOUT": "6s",
             "UPMON_KAFKA_PROPERTIES": "message.max.bytes=2000000",
             "UPMON_CLICKHOUSE_URLS": self.env["UPMON_CLICKHOUSE_URLS"],
             "UPMON_CLICKHOUSE_USER": self.env["UPMON_CLICKHOUSE_USER"],
@@ -172,7 +186,9 @@ class Env:
             "UPMON_INGEST_SHARDS": self.shards_spec(), "UPMON_HTTP_PORT": "0",
         })
         env.update({"UPMON_INGEST_" + k.upper(): str(v) for k, v in extra.items()})
-        log = open(os.path.join(self.stack["state"], "ingest-test-%d.log" % len(self.procs)), "wb")
+        self.log = os.path.join(self.stack["state"], "ingest-test-%s-%d.log" % (
+            self.group[-10:], len(self.procs)))
+        log = open(self.log, "wb")
         p = subprocess.Popen([binary()], env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(p)
         return p
@@ -267,12 +283,18 @@ def test_ingest_exactly_once_across_kill9(ienv):
     produce(e.brokers, e.topic, valid)
     rnd = random.Random(5)
     kills = 0
+    replays = 0
     # Small, age-cut batches so that kills land between the recording of a
     # cut, its inserts and its commit.
     opts = {"batch_rows": 3000, "batch_age": "%dms" % 40, "poll_max": 2000}
     p = e.start(**opts)
     while kills < 4:
-        time.sleep(rnd.uniform(0.5, 2.5))
+        # Kill only once this process is storing rows itself.
+        before = e.count()
+        poll("restarted ingest makes progress", lambda: e.count() > before or p.poll() is not None,
+             timeout=90, interval=0.1)
+        assert p.poll() is None, "upmon-ingest exited by itself (see %s)" % e.log
+        time.sleep(rnd.uniform(0.0, 0.8))
         if e.count() >= n:
             break
         p.kill()
@@ -280,8 +302,65 @@ def test_ingest_exactly_once_across_kill9(ienv):
         kills += 1
         p = e.start(**opts)
     poll("all %d events stored after %d kills" % (n, kills), lambda: e.count() >= n, timeout=240)
+    for path in (e.log[: e.log.rindex("-")] + "-%d.log" % i for i in range(kills + 1)):
+        with open(path, "rb") as f:
+            replays += len([l for l in f if b"partition started" in l and
+                            b"recorded_end=-1" not in l])
     time.sleep(2)
     assert e.count() == n, "after %d kill -9: %d rows for %d events" % (kills, e.count(), n)
     assert e.distinct() == n
     assert kills >= 2, "the stream ended before the kills: raise INGEST_TEST_EVENTS"
+    print("kills=%d replays_of_recorded_ranges=%d" % (kills, replays))
+    rollup = 0
+    for s in range(1, e.nshards + 1):
+        try:
+            rollup += int(e.topology[(s, 1)].scalar(
+                "SELECT countMerge(events) FROM %s.events_1s_local" % e.db))
+        except AssertionError as err:
+            print("no rollup to compare: %s" % err)
+            break
+    print("rows=%d rollup_events=%d" % (e.count(), rollup))
+    if os.path.exists(SCHEMA_BIN):
+        # The materialized views saw each event once too (replays included).
+        assert rollup == n, "per-second rollup counts %d events, %d stored" % (rollup, n)
+    assert stop(p) == 0
+
+
+def test_ingest_exact_with_a_replica_killed_and_restarted(ienv):
+    e = ienv
+    n = N_VALID
+    produce(e.brokers, e.topic, valid_events(n, 3))
+    opts = {"batch_rows": 5000, "batch_age": "50ms", "poll_max": 2000}
+    p = e.start(**opts)
+    # Read through a replica that stays up.
+    reader = e.topology[(2, 2)]
+    count = lambda: int(reader.scalar("SELECT count() FROM %s.events" % e.db))  # noqa: E731
+    poll("ingest under way", lambda: count() > 0, timeout=60, interval=0.05)
+    victim = os.path.join(e.stack["state"], "clickhouse-s1r1", "pid")
+    with open(victim) as f:
+        pid = int(f.read())
+    os.kill(pid, signal.SIGKILL)
+    try:
+        # Inserts of shard 1 move to its other replica meanwhile.
+        time.sleep(5)
+        assert p.poll() is None, "upmon-ingest died while a replica was down"
+        before = count()
+        poll("shard 1 keeps taking rows on its other replica",
+             lambda: int(e.topology[(1, 2)].scalar(
+                 "SELECT count() FROM %s.events_local" % e.db)) > 0 and count() > before,
+             timeout=60)
+    finally:
+        from conftest import run_stack
+        r = run_stack("up", state=e.stack["state"], timeout=300)
+        assert r.returncode == 0, "restarting the replica failed:\n%s%s" % (r.stdout, r.stderr)
+    poll("all %d events stored" % n, lambda: count() >= n, timeout=240)
+    s1r1 = e.topology[(1, 1)]
+    s1r2 = e.topology[(1, 2)]
+    poll("the restarted replica caught up",
+         lambda: s1r1.scalar("SELECT count() FROM %s.events_local" % e.db) ==
+         s1r2.scalar("SELECT count() FROM %s.events_local" % e.db), timeout=120)
+    time.sleep(2)
+    assert count() == n, "%d rows for %d events" % (count(), n)
+    assert int(reader.scalar("SELECT uniqExact(kafka_partition, kafka_offset) FROM %s.events"
+                             % e.db)) == n
     assert stop(p) == 0

@@ -22,7 +22,8 @@ static void make_event(struct upm_event *ev, int i)
     char json[512];
     snprintf(json, sizeof(json),
              "{\"item_id\":%d,\"attempt_id\":\"att-%d\",\"request_id\":\"r\",\"event\":\"UPDATE\","
-             "\"ts_ns\":%d000,\"is_created\":false,\"origin\":\"o\",\"origin_id\":\"x\",\"country\":\"FR\","
+             "\"ts_ns\":%d000,\"is_created\":false,\"origin\":\"o\",\"origin_id\":\"x\","
+             "\"country\":\"FR\","
              "\"company_id\":1,\"category_id\":2}",
              i, i * 7919, i + 1);
     struct upm_event_error err;
@@ -172,6 +173,7 @@ static void test_dlq_headers(void **state)
                       "\"country\":\"DE\",\"company_id\":1,\"category_id\":1}";
     assert_int_equal(upm_event_parse(bad, strlen(bad), NULL, &ev, &err), -1);
     struct ing_dlq_headers h;
+    memset(&h, 0, sizeof(h));
     assert_int_equal(ing_dlq_headers(&h, &err, 4, 123456789012LL), 5);
     const char *names[] = {"reason", "field", "detail", "source_partition", "source_offset"};
     for (int i = 0; i < 5; i++)

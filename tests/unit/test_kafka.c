@@ -726,23 +726,20 @@ static void test_commit_offset_metadata_and_rewind(void **state)
     int64_t off = -5;
     char meta[64] = "junk";
     /* Nothing committed yet: -1 and no metadata. */
-    assert_int_equal(upm_kafka_consumer_committed(a, topic, 0, 5000, &off, meta, sizeof(meta),
-                                                  &retriable),
-                     0);
+    assert_int_equal(
+        upm_kafka_consumer_committed(a, topic, 0, 5000, &off, meta, sizeof(meta), &retriable), 0);
     assert_int_equal(off, -1);
     assert_string_equal(meta, "");
 
     assert_int_equal(upm_kafka_consumer_commit_offset(a, topic, 0, 2, "cut end=6", &retriable), 0);
-    assert_int_equal(upm_kafka_consumer_committed(a, topic, 0, 5000, &off, meta, sizeof(meta),
-                                                  &retriable),
-                     0);
+    assert_int_equal(
+        upm_kafka_consumer_committed(a, topic, 0, 5000, &off, meta, sizeof(meta), &retriable), 0);
     assert_int_equal(off, 2);
     assert_string_equal(meta, "cut end=6");
     /* Truncated to the caller's buffer. */
     char small[4];
-    assert_int_equal(upm_kafka_consumer_committed(a, topic, 0, 5000, &off, small, sizeof(small),
-                                                  &retriable),
-                     0);
+    assert_int_equal(
+        upm_kafka_consumer_committed(a, topic, 0, 5000, &off, small, sizeof(small), &retriable), 0);
     assert_string_equal(small, "cut");
     /* A partition that is not ours is refused without a request. */
     assert_int_equal(upm_kafka_consumer_commit_offset(a, topic, 7, 1, NULL, &retriable), -1);
@@ -768,14 +765,12 @@ static void test_commit_offset_metadata_and_rewind(void **state)
     assert_non_null(b);
     collect(b, 1, 1, &got);
     assert_int_equal(upm_kafka_batch_message(got.batches[0], 0)->offset, 2);
-    assert_int_equal(upm_kafka_consumer_committed(b, topic, 0, 5000, &off, meta, sizeof(meta),
-                                                  &retriable),
-                     0);
+    assert_int_equal(
+        upm_kafka_consumer_committed(b, topic, 0, 5000, &off, meta, sizeof(meta), &retriable), 0);
     assert_string_equal(meta, "cut end=6");
     assert_int_equal(upm_kafka_consumer_commit_offset(b, topic, 0, 6, NULL, &retriable), 0);
-    assert_int_equal(upm_kafka_consumer_committed(b, topic, 0, 5000, &off, meta, sizeof(meta),
-                                                  &retriable),
-                     0);
+    assert_int_equal(
+        upm_kafka_consumer_committed(b, topic, 0, 5000, &off, meta, sizeof(meta), &retriable), 0);
     assert_int_equal(off, 6);
     assert_string_equal(meta, "");
     collected_free(&got);

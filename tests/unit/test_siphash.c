@@ -70,6 +70,7 @@ static void test_row_bytes(void **state)
     upm_buf_init(&b, 0);
     assert_int_equal(upm_evrow_encode(&b, &ev, 3, 0x0102030405LL), 0);
 
+    /* clang-format off */
     static const unsigned char want[] = {
         0x01, 0x00,                                     /* event_date: day 1 */
         0x01, 0x00, 0x4f, 0x91, 0x94, 0x4e, 0x00, 0x00, /* ts_ns 86400000000001 */
@@ -93,6 +94,7 @@ static void test_row_bytes(void **state)
         0x03, 0, 0, 0,                                  /* kafka_partition */
         0x05, 0x04, 0x03, 0x02, 0x01, 0, 0, 0,          /* kafka_offset */
     };
+    /* clang-format on */
     /* media_bad follows the event module's classification of the entry. */
     unsigned char expect[sizeof(want)];
     memcpy(expect, want, sizeof(want));

@@ -24,8 +24,8 @@
 #include "upmon/event.h"
 
 #define UPM_EVROW_COLUMNS                                                                          \
-    "event_date, ts_ns, item_id, attempt_id, request_id, event, is_created, up_ts, origin, "      \
-    "origin_id, country, company_id, category_id, media, media_own, media_external, media_bad, "  \
+    "event_date, ts_ns, item_id, attempt_id, request_id, event, is_created, up_ts, origin, "       \
+    "origin_id, country, company_id, category_id, media, media_own, media_external, media_bad, "   \
     "data, kafka_partition, kafka_offset"
 
 /* The UTC day of ts_ns as days since 1970-01-01, clamped to a Date's range

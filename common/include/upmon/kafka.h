@@ -251,9 +251,9 @@ int upm_kafka_consumer_commit_offset(struct upm_kafka_consumer *c, const char *t
  * metadata_size - 1 bytes, "" when none; metadata may be NULL), or -1 with
  * *retriable (1 unless the client hit a fatal error). Poll-thread only.
  */
-int upm_kafka_consumer_committed(struct upm_kafka_consumer *c, const char *topic,
-                                 int32_t partition, int timeout_ms, int64_t *offset,
-                                 char *metadata, size_t metadata_size, int *retriable);
+int upm_kafka_consumer_committed(struct upm_kafka_consumer *c, const char *topic, int32_t partition,
+                                 int timeout_ms, int64_t *offset, char *metadata,
+                                 size_t metadata_size, int *retriable);
 
 /*
  * Seek every assigned partition back to its committed offset (to the
