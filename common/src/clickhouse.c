@@ -1,4 +1,5 @@
 #include "upmon/clickhouse.h"
+#include "upmon/errstr.h"
 
 #include "upmon/alloc.h"
 #include "upmon/clock.h"
@@ -537,19 +538,6 @@ static int on_debug(CURL *handle, curl_infotype type, char *data, size_t size, v
     return 0;
 }
 
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    if (!errstr || errstr_size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 static bool has_ctl(const char *s)
 {
     for (; *s; s++) {
@@ -569,24 +557,25 @@ static char *base_url(const char *url, char *errstr, size_t errstr_size)
     else if (strncmp(url, "https://", 8) == 0)
         rest = url + 8;
     else {
-        set_err(errstr, errstr_size, "clickhouse.urls: \"%s\" is not an http:// or https:// URL",
-                url);
+        upm_errstr_set(errstr, errstr_size,
+                       "clickhouse.urls: \"%s\" is not an http:// or https:// URL", url);
         return NULL;
     }
     size_t authority = strcspn(rest, "/?#");
     if (authority == 0 || has_ctl(url) || strchr(url, ' ')) {
-        set_err(errstr, errstr_size, "clickhouse.urls: \"%s\" has no host or bad characters", url);
+        upm_errstr_set(errstr, errstr_size, "clickhouse.urls: \"%s\" has no host or bad characters",
+                       url);
         return NULL;
     }
     if (memchr(rest, '@', authority)) {
         /* Do not echo the URL: it holds a credential. */
-        set_err(errstr, errstr_size,
-                "clickhouse.urls: credentials in a URL are refused; use user/password");
+        upm_errstr_set(errstr, errstr_size,
+                       "clickhouse.urls: credentials in a URL are refused; use user/password");
         return NULL;
     }
     if (strpbrk(rest, "?#")) {
-        set_err(errstr, errstr_size, "clickhouse.urls: \"%s\" must not have a query or fragment",
-                url);
+        upm_errstr_set(errstr, errstr_size,
+                       "clickhouse.urls: \"%s\" must not have a query or fragment", url);
         return NULL;
     }
     struct upm_buf b;
@@ -638,42 +627,43 @@ struct upm_ch_client *upm_ch_client_create(const struct upm_ch_config *cfg,
     upm_buf_init(&hdr, 0);
 
     if (cfg->urls.count == 0) {
-        set_err(errstr, errstr_size, "clickhouse.urls: at least one URL is required");
+        upm_errstr_set(errstr, errstr_size, "clickhouse.urls: at least one URL is required");
         goto fail;
     }
     if (cfg->connect_timeout_ms <= 0 || cfg->query_timeout_ms <= 0) {
-        set_err(errstr, errstr_size, "clickhouse: connect_timeout and query_timeout must be > 0");
+        upm_errstr_set(errstr, errstr_size,
+                       "clickhouse: connect_timeout and query_timeout must be > 0");
         goto fail;
     }
     if (cfg->retries < 0 || cfg->retries > 1000) {
-        set_err(errstr, errstr_size, "clickhouse.retries: %lld is outside [0, 1000]",
-                (long long)cfg->retries);
+        upm_errstr_set(errstr, errstr_size, "clickhouse.retries: %lld is outside [0, 1000]",
+                       (long long)cfg->retries);
         goto fail;
     }
     if (cfg->backoff_initial_ms <= 0 || cfg->backoff_max_ms < cfg->backoff_initial_ms) {
-        set_err(errstr, errstr_size,
-                "clickhouse: need 0 < backoff_initial <= backoff_max (got %lld, %lld ms)",
-                (long long)cfg->backoff_initial_ms, (long long)cfg->backoff_max_ms);
+        upm_errstr_set(errstr, errstr_size,
+                       "clickhouse: need 0 < backoff_initial <= backoff_max (got %lld, %lld ms)",
+                       (long long)cfg->backoff_initial_ms, (long long)cfg->backoff_max_ms);
         goto fail;
     }
     if (cfg->max_response_bytes <= 0 || (uint64_t)cfg->max_response_bytes > SIZE_MAX / 2) {
-        set_err(errstr, errstr_size, "clickhouse.max_response_bytes: %lld is out of range",
-                (long long)cfg->max_response_bytes);
+        upm_errstr_set(errstr, errstr_size, "clickhouse.max_response_bytes: %lld is out of range",
+                       (long long)cfg->max_response_bytes);
         goto fail;
     }
     const char *user = cfg->user ? cfg->user : "default";
     const char *password = cfg->password ? cfg->password : "";
     if (has_ctl(user) || has_ctl(password)) {
-        set_err(errstr, errstr_size,
-                "clickhouse: user and password must not contain control "
-                "characters");
+        upm_errstr_set(errstr, errstr_size,
+                       "clickhouse: user and password must not contain control "
+                       "characters");
         goto fail;
     }
 
     pthread_once(&curl_once, curl_init_once);
     if (curl_init_rc != CURLE_OK) {
-        set_err(errstr, errstr_size, "clickhouse: curl_global_init: %s",
-                curl_easy_strerror(curl_init_rc));
+        upm_errstr_set(errstr, errstr_size, "clickhouse: curl_global_init: %s",
+                       curl_easy_strerror(curl_init_rc));
         goto fail;
     }
 
@@ -720,7 +710,7 @@ struct upm_ch_client *upm_ch_client_create(const struct upm_ch_config *cfg,
 
     client->curl = curl_easy_init();
     if (!client->curl) {
-        set_err(errstr, errstr_size, "clickhouse: curl_easy_init failed");
+        upm_errstr_set(errstr, errstr_size, "clickhouse: curl_easy_init failed");
         goto fail;
     }
     CURL *h = client->curl;
@@ -745,7 +735,7 @@ struct upm_ch_client *upm_ch_client_create(const struct upm_ch_config *cfg,
                            "upmon/"
                            "0.1");
     if (rc != CURLE_OK) {
-        set_err(errstr, errstr_size, "clickhouse: curl_easy_setopt failed");
+        upm_errstr_set(errstr, errstr_size, "clickhouse: curl_easy_setopt failed");
         goto fail;
     }
     if (reg)

@@ -1,4 +1,5 @@
 #include "upmon/config.h"
+#include "upmon/errstr.h"
 
 #include "upmon/alloc.h"
 #include "upmon/buf.h"
@@ -54,19 +55,6 @@ struct loader {
 };
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    if (!errstr || errstr_size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
 
 /* A value as it may appear in a message: truncated, control bytes shown as
  * '?', so a 64 KiB scalar or an escape sequence cannot flood the log. */
@@ -543,10 +531,10 @@ static int check_tables(const struct upm_config_section *sections, size_t nsecti
         const struct upm_config_section *sec = &sections[s];
         if (!valid_name(sec->name) || (!is_external(sec) && !sec->target) ||
             (sec->nkeys && !sec->keys) || (is_external(sec) && sec->nkeys)) {
-            set_err(errstr, errstr_size,
-                    "section #%zu \"%s\": bad name, target or keys in the config table "
-                    "(programming error)",
-                    s, sec->name ? sec->name : "(null)");
+            upm_errstr_set(errstr, errstr_size,
+                           "section #%zu \"%s\": bad name, target or keys in the config table "
+                           "(programming error)",
+                           s, sec->name ? sec->name : "(null)");
             return -1;
         }
         for (size_t k = 0; k < sec->nkeys; k++) {
@@ -565,8 +553,9 @@ static int check_tables(const struct upm_config_section *sections, size_t nsecti
             else if (isnan(key->min) || isnan(key->max))
                 what = "NaN in range";
             if (what) {
-                set_err(errstr, errstr_size, "%s.%s: %s in the config table (programming error)",
-                        sec->name, key->name ? key->name : "(null)", what);
+                upm_errstr_set(errstr, errstr_size,
+                               "%s.%s: %s in the config table (programming error)", sec->name,
+                               key->name ? key->name : "(null)", what);
                 return -1;
             }
         }
@@ -580,11 +569,11 @@ static int check_tables(const struct upm_config_section *sections, size_t nsecti
                 for (size_t j = (t == s ? k + 1 : 0); j < sections[t].nkeys; j++) {
                     env_name(sections[t].name, sections[t].keys[j].name, eb, sizeof(eb));
                     if (strcmp(ea, eb) == 0) {
-                        set_err(errstr, errstr_size,
-                                "%s.%s and %s.%s share the variable %s in the config table "
-                                "(programming error)",
-                                sections[s].name, sections[s].keys[k].name, sections[t].name,
-                                sections[t].keys[j].name, ea);
+                        upm_errstr_set(errstr, errstr_size,
+                                       "%s.%s and %s.%s share the variable %s in the config table "
+                                       "(programming error)",
+                                       sections[s].name, sections[s].keys[k].name, sections[t].name,
+                                       sections[t].keys[j].name, ea);
                         return -1;
                     }
                 }
@@ -592,9 +581,9 @@ static int check_tables(const struct upm_config_section *sections, size_t nsecti
         }
         for (size_t t = s + 1; t < nsections; t++) {
             if (strcmp(sections[s].name, sections[t].name) == 0) {
-                set_err(errstr, errstr_size,
-                        "section %s appears twice in the config table (programming error)",
-                        sections[s].name);
+                upm_errstr_set(errstr, errstr_size,
+                               "section %s appears twice in the config table (programming error)",
+                               sections[s].name);
                 return -1;
             }
         }
@@ -618,10 +607,10 @@ static int apply_defaults(struct loader *ld)
                 continue;
             }
             if (parse_value(key, key->def, &val, why, sizeof(why)) != 0) {
-                set_err(ld->errstr, ld->errstr_size,
-                        "%s.%s: invalid default \"%s\" in the config table (programming "
-                        "error): %s",
-                        sec->name, key->name, key->def, why);
+                upm_errstr_set(ld->errstr, ld->errstr_size,
+                               "%s.%s: invalid default \"%s\" in the config table (programming "
+                               "error): %s",
+                               sec->name, key->name, key->def, why);
                 return -1;
             }
             commit(sec, key, &val);
@@ -659,8 +648,8 @@ static void yaml_err(struct loader *ld, yaml_mark_t mark, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    set_err(ld->errstr, ld->errstr_size, "%s:%zu:%zu: %s%s%s", ld->name, mark.line + 1,
-            mark.column + 1, ld->where, ld->where[0] ? ": " : "", msg);
+    upm_errstr_set(ld->errstr, ld->errstr_size, "%s:%zu:%zu: %s%s%s", ld->name, mark.line + 1,
+                   mark.column + 1, ld->where, ld->where[0] ? ": " : "", msg);
 }
 
 static void syntax_error(struct loader *ld)
@@ -682,17 +671,17 @@ static void syntax_error(struct loader *ld)
                 mark.column++;
             }
         }
-        set_err(ld->errstr, ld->errstr_size, "%s:%zu:%zu: invalid input: %s", ld->name,
-                mark.line + 1, mark.column + 1, p->problem ? p->problem : "reader error");
+        upm_errstr_set(ld->errstr, ld->errstr_size, "%s:%zu:%zu: invalid input: %s", ld->name,
+                       mark.line + 1, mark.column + 1, p->problem ? p->problem : "reader error");
         return;
     }
     char ctx[160] = "";
     if (p->context)
         snprintf(ctx, sizeof(ctx), " (%s at line %zu, column %zu)", p->context,
                  p->context_mark.line + 1, p->context_mark.column + 1);
-    set_err(ld->errstr, ld->errstr_size, "%s:%zu:%zu: YAML syntax error: %s%s", ld->name,
-            p->problem_mark.line + 1, p->problem_mark.column + 1,
-            p->problem ? p->problem : "unknown problem", ctx);
+    upm_errstr_set(ld->errstr, ld->errstr_size, "%s:%zu:%zu: YAML syntax error: %s%s", ld->name,
+                   p->problem_mark.line + 1, p->problem_mark.column + 1,
+                   p->problem ? p->problem : "unknown problem", ctx);
 }
 
 static bool core_tag(const yaml_char_t *tag)
@@ -1000,13 +989,14 @@ static int apply_env(struct loader *ld)
             union cfg_value val;
             memset(&val, 0, sizeof(val));
             if (strlen(text) > MAX_SCALAR) {
-                set_err(ld->errstr, ld->errstr_size, "%s: %s.%s: value is longer than %u bytes",
-                        env, sec->name, key->name, MAX_SCALAR);
+                upm_errstr_set(ld->errstr, ld->errstr_size,
+                               "%s: %s.%s: value is longer than %u bytes", env, sec->name,
+                               key->name, MAX_SCALAR);
                 return -1;
             }
             if (parse_value(key, text, &val, why, sizeof(why)) != 0) {
-                set_err(ld->errstr, ld->errstr_size, "%s: %s.%s: %s", env, sec->name, key->name,
-                        why);
+                upm_errstr_set(ld->errstr, ld->errstr_size, "%s: %s.%s: %s", env, sec->name,
+                               key->name, why);
                 return -1;
             }
             commit(sec, key, &val);
@@ -1061,9 +1051,10 @@ static int check_env_typos(struct loader *ld)
                     sg.best = best;
                 }
             }
-            set_err(ld->errstr, ld->errstr_size, "%s: no key of section %s has this variable%s%s%s",
-                    msg_value(name, shown, sizeof(shown)), sec->name,
-                    sg.best ? " (did you mean " : "", sg.best ? sg.best : "", sg.best ? "?)" : "");
+            upm_errstr_set(
+                ld->errstr, ld->errstr_size, "%s: no key of section %s has this variable%s%s%s",
+                msg_value(name, shown, sizeof(shown)), sec->name, sg.best ? " (did you mean " : "",
+                sg.best ? sg.best : "", sg.best ? "?)" : "");
             free(name);
             return -1;
         }
@@ -1082,9 +1073,9 @@ static int check_required(struct loader *ld)
                 continue;
             env_name(sec->name, key->name, env, sizeof(env));
             if (!ld->keys[s][k].set) {
-                set_err(ld->errstr, ld->errstr_size,
-                        "%s.%s: required but not set (set it in the YAML file or %s)", sec->name,
-                        key->name, env);
+                upm_errstr_set(ld->errstr, ld->errstr_size,
+                               "%s.%s: required but not set (set it in the YAML file or %s)",
+                               sec->name, key->name, env);
                 return -1;
             }
             /* An empty required value is the usual result of an unset
@@ -1098,9 +1089,9 @@ static int check_required(struct loader *ld)
                 empty = ((const struct upm_strlist *)(const void *)field)->count == 0;
             }
             if (empty) {
-                set_err(ld->errstr, ld->errstr_size,
-                        "%s.%s: required but empty (set it in the YAML file or %s)", sec->name,
-                        key->name, env);
+                upm_errstr_set(ld->errstr, ld->errstr_size,
+                               "%s.%s: required but empty (set it in the YAML file or %s)",
+                               sec->name, key->name, env);
                 return -1;
             }
         }
@@ -1130,7 +1121,7 @@ int upm_config_load_string(const struct upm_config_section *sections, size_t nse
     if (check_tables(sections, nsections, errstr, errstr_size) != 0)
         return -1;
     if (ld.input_len > MAX_FILE) {
-        set_err(errstr, errstr_size, "%s: larger than %u bytes", ld.name, MAX_FILE);
+        upm_errstr_set(errstr, errstr_size, "%s: larger than %u bytes", ld.name, MAX_FILE);
         return -1;
     }
     ld.keys = upm_calloc(nsections, sizeof(*ld.keys));
@@ -1170,21 +1161,21 @@ int upm_config_load(const struct upm_config_section *sections, size_t nsections,
                                       errstr_size);
     f = fopen(path, "rb");
     if (!f) {
-        set_err(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
+        upm_errstr_set(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
         goto out;
     }
     for (;;) {
         char chunk[16384];
         size_t n = fread(chunk, 1, sizeof(chunk), f);
         if (n > 0 && upm_buf_append(&b, chunk, n) != 0) {
-            set_err(errstr, errstr_size, "%s: larger than %u bytes", path, MAX_FILE);
+            upm_errstr_set(errstr, errstr_size, "%s: larger than %u bytes", path, MAX_FILE);
             goto out;
         }
         if (n < sizeof(chunk))
             break;
     }
     if (ferror(f)) {
-        set_err(errstr, errstr_size, "%s: cannot read: %s", path, strerror(errno));
+        upm_errstr_set(errstr, errstr_size, "%s: cannot read: %s", path, strerror(errno));
         goto out;
     }
     rc = upm_config_load_string(sections, nsections, b.data ? b.data : "", b.len, path, errstr,

@@ -1,4 +1,5 @@
 #include "upmon/k8s.h"
+#include "upmon/errstr.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -34,19 +35,6 @@ const size_t upm_k8s_config_nkeys = sizeof(upm_k8s_config_keys) / sizeof(upm_k8s
 #define K8S_MAX_BODY  (64u << 20)
 #define K8S_MAX_TOKEN (64u << 10)
 
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errstr || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 void upm_k8s_creds_free(struct upm_k8s_creds *c)
 {
     if (!c)
@@ -73,17 +61,17 @@ static int read_file(const char *path, size_t limit, struct upm_buf *out, char *
 
     upm_buf_reset(out);
     if (!f) {
-        set_err(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        upm_errstr_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return -1;
     }
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
         if (out->len + n > limit || upm_buf_append(out, chunk, n) != 0) {
-            set_err(errstr, errstr_size, "%s: larger than %zu bytes", path, limit);
+            upm_errstr_set(errstr, errstr_size, "%s: larger than %zu bytes", path, limit);
             goto out;
         }
     }
     if (ferror(f)) {
-        set_err(errstr, errstr_size, "%s: read error", path);
+        upm_errstr_set(errstr, errstr_size, "%s: read error", path);
         goto out;
     }
     if (upm_buf_reserve(out, 1) != 0) /* data non-NULL even when empty */
@@ -214,7 +202,7 @@ static int load_pem(yaml_document_t *doc, yaml_node_t *m, const char *key, const
             upm_k8s_base64_decode((const char *)n->data.scalar.value, n->data.scalar.length, dst) !=
                 0 ||
             dst->len == 0) {
-            set_err(errstr, errstr_size, "kubeconfig: %s is not valid base64", data_key);
+            upm_errstr_set(errstr, errstr_size, "kubeconfig: %s is not valid base64", data_key);
             return -1;
         }
         return 0;
@@ -224,11 +212,12 @@ static int load_pem(yaml_document_t *doc, yaml_node_t *m, const char *key, const
         return 0;
     path = scalar_dup(n);
     if (!path) {
-        set_err(errstr, errstr_size, "kubeconfig: %s must be a file path", key);
+        upm_errstr_set(errstr, errstr_size, "kubeconfig: %s must be a file path", key);
         goto out;
     }
     if (base_dir && !base_dir[0]) {
-        set_err(errstr, errstr_size, "kubeconfig: %s: file references are not allowed here", key);
+        upm_errstr_set(errstr, errstr_size, "kubeconfig: %s: file references are not allowed here",
+                       key);
         goto out;
     }
     if (path[0] != '/' && base_dir && base_dir[0]) {
@@ -263,38 +252,39 @@ int upm_k8s_kubeconfig_parse(const char *yaml, size_t len, const char *base_dir,
     upm_buf_init(&out->cert, K8S_MAX_DOC);
     upm_buf_init(&out->key, K8S_MAX_DOC);
     if (len > K8S_MAX_DOC) {
-        set_err(errstr, errstr_size, "kubeconfig: larger than %u bytes", K8S_MAX_DOC);
+        upm_errstr_set(errstr, errstr_size, "kubeconfig: larger than %u bytes", K8S_MAX_DOC);
         return -1;
     }
     if (!yaml_parser_initialize(&parser))
         upm_fatal("yaml_parser_initialize");
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        set_err(errstr, errstr_size, "kubeconfig:%zu:%zu: %s", parser.problem_mark.line + 1,
-                parser.problem_mark.column + 1, parser.problem ? parser.problem : "YAML error");
+        upm_errstr_set(errstr, errstr_size, "kubeconfig:%zu:%zu: %s", parser.problem_mark.line + 1,
+                       parser.problem_mark.column + 1,
+                       parser.problem ? parser.problem : "YAML error");
         goto out;
     }
     have_doc = true;
     root = yaml_document_get_root_node(&doc);
     if (!root || root->type != YAML_MAPPING_NODE) {
-        set_err(errstr, errstr_size, "kubeconfig: top level is not a mapping");
+        upm_errstr_set(errstr, errstr_size, "kubeconfig: top level is not a mapping");
         goto out;
     }
     cur = scalar_dup(map_get(&doc, root, "current-context"));
     if (!cur) {
-        set_err(errstr, errstr_size, "kubeconfig: no current-context");
+        upm_errstr_set(errstr, errstr_size, "kubeconfig: no current-context");
         goto out;
     }
     ctx = named_entry(&doc, root, "contexts", "context", cur);
     if (!ctx) {
-        set_err(errstr, errstr_size, "kubeconfig: context \"%s\" not found", cur);
+        upm_errstr_set(errstr, errstr_size, "kubeconfig: context \"%s\" not found", cur);
         goto out;
     }
     cname = scalar_dup(map_get(&doc, ctx, "cluster"));
     uname = scalar_dup(map_get(&doc, ctx, "user"));
     cluster = cname ? named_entry(&doc, root, "clusters", "cluster", cname) : NULL;
     if (!cluster) {
-        set_err(errstr, errstr_size, "kubeconfig: cluster of context \"%s\" not found", cur);
+        upm_errstr_set(errstr, errstr_size, "kubeconfig: cluster of context \"%s\" not found", cur);
         goto out;
     }
     out->server = scalar_dup(map_get(&doc, cluster, "server"));
@@ -307,8 +297,8 @@ int upm_k8s_kubeconfig_parse(const char *yaml, size_t len, const char *base_dir,
         !((strncmp(out->server, "https://", 8) == 0 && out->server[8]) ||
           (strncmp(out->server, "http://", 7) == 0 && out->server[7])) ||
         strpbrk(out->server, " \t\r\n?#")) {
-        set_err(errstr, errstr_size, "kubeconfig: cluster \"%s\" has no valid http(s) server",
-                cname);
+        upm_errstr_set(errstr, errstr_size,
+                       "kubeconfig: cluster \"%s\" has no valid http(s) server", cname);
         goto out;
     }
     if (load_pem(&doc, cluster, "certificate-authority", base_dir, &out->ca, errstr, errstr_size) !=
@@ -317,7 +307,7 @@ int upm_k8s_kubeconfig_parse(const char *yaml, size_t len, const char *base_dir,
     /* A context without a user is legal (anonymous). */
     user = uname ? named_entry(&doc, root, "users", "user", uname) : NULL;
     if (uname && !user) {
-        set_err(errstr, errstr_size, "kubeconfig: user \"%s\" not found", uname);
+        upm_errstr_set(errstr, errstr_size, "kubeconfig: user \"%s\" not found", uname);
         goto out;
     }
     if (user) {
@@ -325,7 +315,8 @@ int upm_k8s_kubeconfig_parse(const char *yaml, size_t len, const char *base_dir,
         if (n) {
             out->token = scalar_dup(n);
             if (!out->token) {
-                set_err(errstr, errstr_size, "kubeconfig: user \"%s\" has an empty token", uname);
+                upm_errstr_set(errstr, errstr_size, "kubeconfig: user \"%s\" has an empty token",
+                               uname);
                 goto out;
             }
         }
@@ -334,8 +325,9 @@ int upm_k8s_kubeconfig_parse(const char *yaml, size_t len, const char *base_dir,
             load_pem(&doc, user, "client-key", base_dir, &out->key, errstr, errstr_size) != 0)
             goto out;
         if ((out->cert.len == 0) != (out->key.len == 0)) {
-            set_err(errstr, errstr_size,
-                    "kubeconfig: user \"%s\" needs both client-certificate and client-key", uname);
+            upm_errstr_set(errstr, errstr_size,
+                           "kubeconfig: user \"%s\" needs both client-certificate and client-key",
+                           uname);
             goto out;
         }
     }
@@ -399,7 +391,7 @@ static char *read_token(const char *path, char *errstr, size_t errstr_size)
         l--;
     /* A token with embedded line breaks would split the Authorization header. */
     if (l == 0 || memchr(b.data, 0, l) || strcspn(b.data, "\r\n") < l) {
-        set_err(errstr, errstr_size, "%s: empty or malformed token", path);
+        upm_errstr_set(errstr, errstr_size, "%s: empty or malformed token", path);
         upm_buf_free(&b);
         return NULL;
     }
@@ -425,15 +417,15 @@ int upm_k8s_incluster_load(const char *sa_dir, struct upm_k8s_creds *out, char *
     upm_buf_init(&out->key, 0);
     upm_buf_init(&b, 0);
     if (!host || !host[0] || !port || !port[0]) {
-        set_err(errstr, errstr_size,
-                "in-cluster: KUBERNETES_SERVICE_HOST/PORT not set (set k8s.kubeconfig for a "
-                "local run)");
+        upm_errstr_set(errstr, errstr_size,
+                       "in-cluster: KUBERNETES_SERVICE_HOST/PORT not set (set k8s.kubeconfig for a "
+                       "local run)");
         goto out;
     }
     errno = 0;
     p = strtol(port, &end, 10);
     if (errno || *end || p < 1 || p > 65535) {
-        set_err(errstr, errstr_size, "in-cluster: bad KUBERNETES_SERVICE_PORT \"%s\"", port);
+        upm_errstr_set(errstr, errstr_size, "in-cluster: bad KUBERNETES_SERVICE_PORT \"%s\"", port);
         goto out;
     }
     /* An IPv6 service address needs brackets in a URL. */
@@ -870,8 +862,8 @@ struct upm_k8s_client *upm_k8s_client_create_creds(struct upm_k8s_creds *creds, 
         struct curl_tp *t;
         pthread_once(&k8s_curl_once, k8s_curl_init);
         if (k8s_curl_rc != CURLE_OK) {
-            set_err(errstr, errstr_size, "k8s: curl_global_init: %s",
-                    curl_easy_strerror(k8s_curl_rc));
+            upm_errstr_set(errstr, errstr_size, "k8s: curl_global_init: %s",
+                           curl_easy_strerror(k8s_curl_rc));
             goto fail;
         }
         t = upm_calloc(1, sizeof(*t));
@@ -881,12 +873,12 @@ struct upm_k8s_client *upm_k8s_client_create_creds(struct upm_k8s_creds *creds, 
         t->creds = &c->creds;
         t->curl = curl_easy_init();
         if (!t->curl) {
-            set_err(errstr, errstr_size, "k8s: curl_easy_init failed");
+            upm_errstr_set(errstr, errstr_size, "k8s: curl_easy_init failed");
             goto fail;
         }
     }
     if (!c->creds.server || timeout_ms <= 0 || token_reread_ms <= 0) {
-        set_err(errstr, errstr_size, "k8s: no server, or non-positive timeout/token_reread");
+        upm_errstr_set(errstr, errstr_size, "k8s: no server, or non-positive timeout/token_reread");
         goto fail;
     }
     return c;

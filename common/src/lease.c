@@ -1,4 +1,5 @@
 #include "upmon/lease.h"
+#include "upmon/errstr.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -35,19 +36,6 @@ const struct upm_config_key upm_lease_config_keys[] = {
 const size_t upm_lease_config_nkeys =
     sizeof(upm_lease_config_keys) / sizeof(upm_lease_config_keys[0]);
 
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errstr || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 static bool dns1123(const char *s, size_t max)
 {
     size_t l = s ? strlen(s) : 0;
@@ -68,42 +56,44 @@ static bool dns1123(const char *s, size_t max)
 int upm_lease_config_validate(const struct upm_lease_config *cfg, char *errstr, size_t errstr_size)
 {
     if (!dns1123(cfg->ns, 63)) {
-        set_err(errstr, errstr_size, "lease.namespace: \"%s\" is not a DNS-1123 label",
-                cfg->ns ? cfg->ns : "");
+        upm_errstr_set(errstr, errstr_size, "lease.namespace: \"%s\" is not a DNS-1123 label",
+                       cfg->ns ? cfg->ns : "");
         return -1;
     }
     if (!dns1123(cfg->name, 253)) {
-        set_err(errstr, errstr_size, "lease.name: \"%s\" is not a DNS-1123 subdomain",
-                cfg->name ? cfg->name : "");
+        upm_errstr_set(errstr, errstr_size, "lease.name: \"%s\" is not a DNS-1123 subdomain",
+                       cfg->name ? cfg->name : "");
         return -1;
     }
     if (cfg->lease_duration_ms < 1000 || cfg->lease_duration_ms % 1000 != 0) {
-        set_err(errstr, errstr_size,
-                "lease.lease_duration: %lld ms is not a whole number of seconds",
-                (long long)cfg->lease_duration_ms);
+        upm_errstr_set(errstr, errstr_size,
+                       "lease.lease_duration: %lld ms is not a whole number of seconds",
+                       (long long)cfg->lease_duration_ms);
         return -1;
     }
     if (cfg->retry_period_ms <= 0) {
-        set_err(errstr, errstr_size, "lease.retry_period must be positive");
+        upm_errstr_set(errstr, errstr_size, "lease.retry_period must be positive");
         return -1;
     }
     if (!(cfg->lease_duration_ms > cfg->renew_deadline_ms)) {
-        set_err(errstr, errstr_size,
-                "lease.lease_duration (%lld ms) must be greater than lease.renew_deadline (%lld "
-                "ms)",
-                (long long)cfg->lease_duration_ms, (long long)cfg->renew_deadline_ms);
+        upm_errstr_set(
+            errstr, errstr_size,
+            "lease.lease_duration (%lld ms) must be greater than lease.renew_deadline (%lld "
+            "ms)",
+            (long long)cfg->lease_duration_ms, (long long)cfg->renew_deadline_ms);
         return -1;
     }
     /* Integer form of renew_deadline > 1.2 × retry_period. */
     if (!(cfg->renew_deadline_ms * 5 > cfg->retry_period_ms * 6)) {
-        set_err(errstr, errstr_size,
-                "lease.renew_deadline (%lld ms) must be greater than 1.2 x lease.retry_period "
-                "(%lld ms)",
-                (long long)cfg->renew_deadline_ms, (long long)cfg->retry_period_ms);
+        upm_errstr_set(
+            errstr, errstr_size,
+            "lease.renew_deadline (%lld ms) must be greater than 1.2 x lease.retry_period "
+            "(%lld ms)",
+            (long long)cfg->renew_deadline_ms, (long long)cfg->retry_period_ms);
         return -1;
     }
     if (cfg->identity && strlen(cfg->identity) > 253) {
-        set_err(errstr, errstr_size, "lease.identity: longer than 253 bytes");
+        upm_errstr_set(errstr, errstr_size, "lease.identity: longer than 253 bytes");
         return -1;
     }
     return 0;
@@ -247,7 +237,7 @@ struct upm_lease *upm_lease_create(const struct upm_lease_config *cfg,
     if (upm_lease_config_validate(cfg, errstr, errstr_size) != 0)
         return NULL;
     if (!client || !cb || !cb->start_leading || !cb->stop_leading) {
-        set_err(errstr, errstr_size, "lease: client and both callbacks are required");
+        upm_errstr_set(errstr, errstr_size, "lease: client and both callbacks are required");
         return NULL;
     }
     e = upm_calloc(1, sizeof(*e));
@@ -669,7 +659,7 @@ int upm_lease_start(struct upm_lease *e, char *errstr, size_t errstr_size)
     int rc;
 
     if (e->running) {
-        set_err(errstr, errstr_size, "lease: already running");
+        upm_errstr_set(errstr, errstr_size, "lease: already running");
         return -1;
     }
     /* Timed waits on the monotonic clock, so a wall-clock step cannot
@@ -682,7 +672,7 @@ int upm_lease_start(struct upm_lease *e, char *errstr, size_t errstr_size)
     e->stop = false;
     rc = pthread_create(&e->thread, NULL, elector_main, e);
     if (rc != 0) {
-        set_err(errstr, errstr_size, "lease: pthread_create: %s", strerror(rc));
+        upm_errstr_set(errstr, errstr_size, "lease: pthread_create: %s", strerror(rc));
         return -1;
     }
     e->running = true;

@@ -1,5 +1,6 @@
 /* schema — migrations and retention over every server; see schema.h. */
 #include "upmon/schema.h"
+#include "upmon/errstr.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -17,18 +18,6 @@
 /* Migration files are small; anything bigger is a mistake, not a schema. */
 #define MAX_SQL_BYTES (1u << 20)
 #define MAX_RESPONSE  (16u << 20)
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    if (!errstr || errstr_size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
 
 static void report_line(FILE *report, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report_line(FILE *report, const char *fmt, ...)
@@ -112,7 +101,7 @@ char *upm_schema_substitute(const char *sql, const char *database, const char *c
                             char *errstr, size_t errstr_size)
 {
     if (!is_ident(database) || !is_ident(cluster)) {
-        set_err(errstr, errstr_size, "database and cluster names must match [A-Za-z0-9_]+");
+        upm_errstr_set(errstr, errstr_size, "database and cluster names must match [A-Za-z0-9_]+");
         return NULL;
     }
     struct upm_buf b;
@@ -134,7 +123,8 @@ char *upm_schema_substitute(const char *sql, const char *database, const char *c
                            (n == 7 && strncmp(p + 1, "replica", 7) == 0)) {
                     upm_buf_append(&b, p, n + 2); /* the server's own macros */
                 } else {
-                    set_err(errstr, errstr_size, "unknown placeholder {%.*s}", (int)n, p + 1);
+                    upm_errstr_set(errstr, errstr_size, "unknown placeholder {%.*s}", (int)n,
+                                   p + 1);
                     upm_buf_free(&b);
                     return NULL;
                 }
@@ -186,7 +176,7 @@ int upm_schema_split(const char *sql, struct upm_strlist *out, char *errstr, siz
             char quote = *p++;
             for (;;) {
                 if (!*p) {
-                    set_err(errstr, errstr_size, "unterminated %c quote", quote);
+                    upm_errstr_set(errstr, errstr_size, "unterminated %c quote", quote);
                     goto fail;
                 }
                 if (*p == '\\' && p[1]) {
@@ -206,7 +196,7 @@ int upm_schema_split(const char *sql, struct upm_strlist *out, char *errstr, siz
         } else if (p[0] == '/' && p[1] == '*') {
             const char *end = strstr(p + 2, "*/");
             if (!end) {
-                set_err(errstr, errstr_size, "unterminated block comment");
+                upm_errstr_set(errstr, errstr_size, "unterminated block comment");
                 goto fail;
             }
             p = end + 2;
@@ -320,7 +310,7 @@ static int check_migration(const struct upm_schema_migration *m, char *errstr, s
     rc = 0;
 out:
     if (rc != 0)
-        set_err(errstr, errstr_size, "%s.sql: %s", m->name, why);
+        upm_errstr_set(errstr, errstr_size, "%s.sql: %s", m->name, why);
     strlist_clear(&stmts);
     free(text);
     return rc;
@@ -331,7 +321,7 @@ struct upm_schema_set *upm_schema_set_from_sources(const struct upm_schema_sourc
 {
     struct upm_schema_set *set = upm_calloc(1, sizeof(*set));
     if (n == 0) {
-        set_err(errstr, errstr_size, "no migrations");
+        upm_errstr_set(errstr, errstr_size, "no migrations");
         goto fail;
     }
     set->items = upm_calloc(n, sizeof(*set->items));
@@ -339,15 +329,15 @@ struct upm_schema_set *upm_schema_set_from_sources(const struct upm_schema_sourc
         struct upm_schema_migration *m = &set->items[i];
         char name[256];
         if (upm_schema_parse_filename(src[i].filename, &m->version, name, sizeof(name)) != 0) {
-            set_err(errstr, errstr_size,
-                    "%s: migration files are named NNNN_name.sql (NNNN >= 0001, name in "
-                    "[a-z0-9_])",
-                    src[i].filename);
+            upm_errstr_set(errstr, errstr_size,
+                           "%s: migration files are named NNNN_name.sql (NNNN >= 0001, name in "
+                           "[a-z0-9_])",
+                           src[i].filename);
             goto fail;
         }
         if (src[i].len > MAX_SQL_BYTES || memchr(src[i].text, '\0', src[i].len)) {
-            set_err(errstr, errstr_size, "%s: larger than 1 MiB or holds a NUL byte",
-                    src[i].filename);
+            upm_errstr_set(errstr, errstr_size, "%s: larger than 1 MiB or holds a NUL byte",
+                           src[i].filename);
             goto fail;
         }
         m->name = upm_strdup(name);
@@ -360,15 +350,15 @@ struct upm_schema_set *upm_schema_set_from_sources(const struct upm_schema_sourc
     for (size_t i = 0; i < set->count; i++) {
         const struct upm_schema_migration *m = &set->items[i];
         if (i > 0 && m->version == set->items[i - 1].version) {
-            set_err(errstr, errstr_size, "%s and %s: duplicate version %u", set->items[i - 1].name,
-                    m->name, m->version);
+            upm_errstr_set(errstr, errstr_size, "%s and %s: duplicate version %u",
+                           set->items[i - 1].name, m->name, m->version);
             goto fail;
         }
         if (m->version != i + 1) {
-            set_err(errstr, errstr_size,
-                    "%s: expected version %04zu (versions start at 1 "
-                    "and have no gaps)",
-                    m->name, i + 1);
+            upm_errstr_set(errstr, errstr_size,
+                           "%s: expected version %04zu (versions start at 1 "
+                           "and have no gaps)",
+                           m->name, i + 1);
             goto fail;
         }
         if (check_migration(m, errstr, errstr_size) != 0)
@@ -390,7 +380,7 @@ static int read_file(const char *path, struct upm_buf *b, char *errstr, size_t e
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        upm_errstr_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return -1;
     }
     char chunk[8192];
@@ -398,13 +388,13 @@ static int read_file(const char *path, struct upm_buf *b, char *errstr, size_t e
     int rc = 0;
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
         if (upm_buf_append(b, chunk, n) != 0) {
-            set_err(errstr, errstr_size, "%s: larger than 1 MiB", path);
+            upm_errstr_set(errstr, errstr_size, "%s: larger than 1 MiB", path);
             rc = -1;
             break;
         }
     }
     if (rc == 0 && ferror(f)) {
-        set_err(errstr, errstr_size, "%s: read error", path);
+        upm_errstr_set(errstr, errstr_size, "%s: read error", path);
         rc = -1;
     }
     fclose(f);
@@ -420,7 +410,7 @@ struct upm_schema_set *upm_schema_set_from_dir(const char *dir, char *errstr, si
     size_t n = 0;
     DIR *d = opendir(dir);
     if (!d) {
-        set_err(errstr, errstr_size, "%s: %s", dir, strerror(errno));
+        upm_errstr_set(errstr, errstr_size, "%s: %s", dir, strerror(errno));
         return NULL;
     }
     struct dirent *de;
@@ -497,7 +487,8 @@ int upm_schema_parse_topology(const struct upm_strlist *items, struct upm_schema
         const char *colon = strchr(s, ':');
         const char *eq = strchr(s, '=');
         if (!colon || !eq || colon > eq || colon == s || eq == colon + 1 || !eq[1]) {
-            set_err(errstr, errstr_size, "topology item \"%s\": expected shard:replica=url", s);
+            upm_errstr_set(errstr, errstr_size, "topology item \"%s\": expected shard:replica=url",
+                           s);
             goto fail;
         }
         for (size_t j = 0; j < out->count; j++) {
@@ -505,14 +496,15 @@ int upm_schema_parse_topology(const struct upm_strlist *items, struct upm_schema
             if (strlen(t->shard) == (size_t)(colon - s) && !strncmp(t->shard, s, colon - s) &&
                 strlen(t->replica) == (size_t)(eq - colon - 1) &&
                 !strncmp(t->replica, colon + 1, eq - colon - 1)) {
-                set_err(errstr, errstr_size, "topology item \"%s\": shard:replica listed twice", s);
+                upm_errstr_set(errstr, errstr_size,
+                               "topology item \"%s\": shard:replica listed twice", s);
                 goto fail;
             }
         }
         targets_push(out, s, (size_t)(colon - s), colon + 1, (size_t)(eq - colon - 1), eq + 1);
     }
     if (out->count == 0) {
-        set_err(errstr, errstr_size, "empty topology");
+        upm_errstr_set(errstr, errstr_size, "empty topology");
         goto fail;
     }
     return 0;
@@ -533,7 +525,7 @@ static struct upm_ch_client *client_for(const struct upm_ch_config *base, const 
     char why[256] = "";
     struct upm_ch_client *client = upm_ch_client_create(&cfg, NULL, why, sizeof(why));
     if (!client)
-        set_err(errstr, errstr_size, "%s: %s", url, why);
+        upm_errstr_set(errstr, errstr_size, "%s: %s", url, why);
     return client;
 }
 
@@ -555,20 +547,21 @@ int upm_schema_discover(const struct upm_ch_config *base, struct upm_schema_targ
                              &resp, &err);
         upm_ch_client_destroy(client);
         if (q != 0) {
-            set_err(errstr, errstr_size, "%s: reading system.macros: %s", url, err.message);
+            upm_errstr_set(errstr, errstr_size, "%s: reading system.macros: %s", url, err.message);
             goto out;
         }
         /* Sorted: "replica\t…\nshard\t…\n". */
         const char *r = resp.data, *nl1 = r ? strchr(r, '\n') : NULL;
         const char *s = nl1 ? nl1 + 1 : NULL, *nl2 = s ? strchr(s, '\n') : NULL;
         if (!nl2 || strncmp(r, "replica\t", 8) != 0 || strncmp(s, "shard\t", 6) != 0) {
-            set_err(errstr, errstr_size, "%s: the server has no shard and replica macros", url);
+            upm_errstr_set(errstr, errstr_size, "%s: the server has no shard and replica macros",
+                           url);
             goto out;
         }
         targets_push(out, s + 6, (size_t)(nl2 - s - 6), r + 8, (size_t)(nl1 - r - 8), url);
     }
     if (out->count == 0) {
-        set_err(errstr, errstr_size, "no ClickHouse URLs configured");
+        upm_errstr_set(errstr, errstr_size, "no ClickHouse URLs configured");
         goto out;
     }
     rc = 0;
@@ -922,7 +915,7 @@ static int each_server(enum op op, const struct upm_schema_set *set,
 {
     int rc = 0;
     if (!is_ident(base_database(base)) || !is_ident(base_cluster(base))) {
-        set_err(errstr, errstr_size, "database and cluster names must match [A-Za-z0-9_]+");
+        upm_errstr_set(errstr, errstr_size, "database and cluster names must match [A-Za-z0-9_]+");
         return -1;
     }
     for (size_t i = 0; i < targets->count; i++) {
@@ -934,8 +927,8 @@ static int each_server(enum op op, const struct upm_schema_set *set,
             upm_log_error(MOD, "schema operation failed | shard=%s replica=%s url=%s error=\"%s\"",
                           t->shard, t->replica, t->url, why);
             if (rc == 0)
-                set_err(errstr, errstr_size, "shard %s replica %s (%s): %s", t->shard, t->replica,
-                        t->url, why);
+                upm_errstr_set(errstr, errstr_size, "shard %s replica %s (%s): %s", t->shard,
+                               t->replica, t->url, why);
             rc = -1;
         }
     }
@@ -1085,12 +1078,12 @@ int upm_schema_drop_expired(const struct upm_ch_config *base,
     bool *seen = upm_calloc(targets->count + 1, sizeof(*seen));
     int rc = 0;
     if (!is_ident(db)) {
-        set_err(errstr, errstr_size, "database names must match [A-Za-z0-9_]+");
+        upm_errstr_set(errstr, errstr_size, "database names must match [A-Za-z0-9_]+");
         rc = -1;
         goto out;
     }
     if (ret->raw_days < 1 || ret->fine_days < 1 || ret->daily_days < 1) {
-        set_err(errstr, errstr_size, "retention ages must be at least 1 day");
+        upm_errstr_set(errstr, errstr_size, "retention ages must be at least 1 day");
         rc = -1;
         goto out;
     }
@@ -1132,7 +1125,8 @@ int upm_schema_drop_expired(const struct upm_ch_config *base,
         if (reachable == 0) {
             report_line(report, "shard=%s ERROR no replica answered: %s", shard, why);
             if (rc == 0)
-                set_err(errstr, errstr_size, "shard %s: no replica answered: %s", shard, why);
+                upm_errstr_set(errstr, errstr_size, "shard %s: no replica answered: %s", shard,
+                               why);
             rc = -1;
         }
         for (size_t i = 0; first && i < ncand; i++) {
@@ -1149,8 +1143,9 @@ int upm_schema_drop_expired(const struct upm_ch_config *base,
                     report_line(report, "shard=%s table=%s partition=%s ERROR %s", shard, d->table,
                                 d->partition_id, err.message);
                     if (rc == 0)
-                        set_err(errstr, errstr_size, "shard %s: dropping %s partition %s: %s",
-                                shard, d->table, d->partition_id, err.message);
+                        upm_errstr_set(errstr, errstr_size,
+                                       "shard %s: dropping %s partition %s: %s", shard, d->table,
+                                       d->partition_id, err.message);
                     rc = -1;
                     continue;
                 }
