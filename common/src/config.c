@@ -322,7 +322,7 @@ static void format_choices(const struct upm_config_key *key, struct upm_buf *b)
         upm_buf_printf(b, "%s%s", c == key->choices ? "" : ", ", *c);
 }
 
-static void strlist_free(struct upm_strlist *l)
+void upm_strlist_free(struct upm_strlist *l)
 {
     for (size_t i = 0; i < l->count; i++)
         free(l->items[i]);
@@ -331,7 +331,7 @@ static void strlist_free(struct upm_strlist *l)
     l->count = 0;
 }
 
-static void strlist_push(struct upm_strlist *l, const char *s, size_t n)
+void upm_strlist_push(struct upm_strlist *l, const char *s, size_t n)
 {
     l->items = upm_realloc(l->items, (l->count + 1) * sizeof(*l->items));
     l->items[l->count++] = upm_strndup(s, n);
@@ -359,11 +359,11 @@ static int parse_list(const char *s, struct upm_strlist *out, char *why, size_t 
         while (z > a && is_space(z[-1]))
             z--;
         if (a == z) {
-            strlist_free(&l);
+            upm_strlist_free(&l);
             snprintf(why, why_size, "empty item in list");
             return -1;
         }
-        strlist_push(&l, a, (size_t)(z - a));
+        upm_strlist_push(&l, a, (size_t)(z - a));
         if (!comma)
             break;
         p = comma + 1;
@@ -486,7 +486,7 @@ static void commit(const struct upm_config_section *sec, const struct upm_config
     }
     case UPM_CFG_STRING_LIST: {
         struct upm_strlist *l = (struct upm_strlist *)(void *)field;
-        strlist_free(l);
+        upm_strlist_free(l);
         *l = val->l;
         break;
     }
@@ -813,12 +813,12 @@ static int parse_key_value(struct loader *ld, size_t s, size_t k)
             yaml_err(ld, ld->ev.start_mark, "empty item in list");
             goto fail;
         }
-        strlist_push(&val.l, (const char *)ld->ev.data.scalar.value, ld->ev.data.scalar.length);
+        upm_strlist_push(&val.l, (const char *)ld->ev.data.scalar.value, ld->ev.data.scalar.length);
     }
     commit(sec, key, &val);
     return 0;
 fail:
-    strlist_free(&val.l);
+    upm_strlist_free(&val.l);
     return -1;
 }
 

@@ -962,6 +962,23 @@ static int commit_retriable(rd_kafka_resp_err_t err)
     }
 }
 
+/* Commit synchronously; the first error of the call or of any partition. */
+static rd_kafka_resp_err_t commit_sync(struct upm_kafka_consumer *c,
+                                       rd_kafka_topic_partition_list_t *offsets)
+{
+    rd_kafka_resp_err_t err = rd_kafka_commit(c->cl.rk, offsets, 0 /* synchronous */);
+    for (int i = 0; !err && i < offsets->cnt; i++)
+        err = offsets->elems[i].err;
+    return err;
+}
+
+static void commit_failed(struct upm_kafka_consumer *c, rd_kafka_resp_err_t err, int *retriable)
+{
+    *retriable = commit_retriable(err);
+    upm_log_warn(MOD, "commit failed: %s | client=%s err=%s retriable=%d", rd_kafka_err2str(err),
+                 c->cl.name, rd_kafka_err2name(err), *retriable);
+}
+
 int upm_kafka_consumer_commit(struct upm_kafka_consumer *c, const struct upm_kafka_batch *b,
                               int *retriable)
 {
@@ -1004,18 +1021,14 @@ int upm_kafka_consumer_commit(struct upm_kafka_consumer *c, const struct upm_kaf
         ret = 0;
         goto out;
     }
-    err = rd_kafka_commit(c->cl.rk, offsets, 0 /* synchronous */);
-    for (int i = 0; !err && i < offsets->cnt; i++)
-        err = offsets->elems[i].err;
+    err = commit_sync(c, offsets);
     if (err)
         goto fail;
     ret = 0;
     goto out;
 
 fail:
-    *retriable = commit_retriable(err);
-    upm_log_warn(MOD, "commit failed: %s | client=%s err=%s retriable=%d", rd_kafka_err2str(err),
-                 c->cl.name, rd_kafka_err2name(err), *retriable);
+    commit_failed(c, err, retriable);
 out:
     if (offsets)
         rd_kafka_topic_partition_list_destroy(offsets);
@@ -1074,18 +1087,14 @@ int upm_kafka_consumer_commit_offset(struct upm_kafka_consumer *c, const char *t
         tp->metadata = upm_malloc(tp->metadata_size);
         memcpy(tp->metadata, metadata, tp->metadata_size);
     }
-    err = rd_kafka_commit(c->cl.rk, offsets, 0 /* synchronous */);
-    if (!err)
-        err = offsets->elems[0].err;
+    err = commit_sync(c, offsets);
     if (err)
         goto fail;
     ret = 0;
     goto out;
 
 fail:
-    *retriable = commit_retriable(err);
-    upm_log_warn(MOD, "commit failed: %s | client=%s err=%s retriable=%d", rd_kafka_err2str(err),
-                 c->cl.name, rd_kafka_err2name(err), *retriable);
+    commit_failed(c, err, retriable);
 out:
     if (offsets)
         rd_kafka_topic_partition_list_destroy(offsets);

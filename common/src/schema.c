@@ -42,21 +42,6 @@ static bool is_ident(const char *s)
     return true;
 }
 
-static void strlist_clear(struct upm_strlist *l)
-{
-    for (size_t i = 0; i < l->count; i++)
-        free(l->items[i]);
-    free(l->items);
-    l->items = NULL;
-    l->count = 0;
-}
-
-static void strlist_push(struct upm_strlist *l, const char *s, size_t n)
-{
-    l->items = upm_realloc(l->items, (l->count + 1) * sizeof(*l->items));
-    l->items[l->count++] = upm_strndup(s, n);
-}
-
 /* ------------------------------------------------------------------------ */
 /* Pure helpers                                                             */
 
@@ -165,7 +150,7 @@ static void push_statement(struct upm_strlist *out, const char *a, const char *z
         a++;
     while (z > a && isspace((unsigned char)z[-1]))
         z--;
-    strlist_push(out, a, (size_t)(z - a));
+    upm_strlist_push(out, a, (size_t)(z - a));
 }
 
 int upm_schema_split(const char *sql, struct upm_strlist *out, char *errstr, size_t errstr_size)
@@ -210,7 +195,7 @@ int upm_schema_split(const char *sql, struct upm_strlist *out, char *errstr, siz
     push_statement(out, start, p);
     return 0;
 fail:
-    strlist_clear(out);
+    upm_strlist_free(out);
     return -1;
 }
 
@@ -311,7 +296,7 @@ static int check_migration(const struct upm_schema_migration *m, char *errstr, s
 out:
     if (rc != 0)
         upm_errstr_set(errstr, errstr_size, "%s.sql: %s", m->name, why);
-    strlist_clear(&stmts);
+    upm_strlist_free(&stmts);
     free(text);
     return rc;
 }
@@ -726,7 +711,7 @@ static int run_migration(struct upm_ch_client *client, const struct upm_schema_m
     rc = 0;
 out:
     free(text);
-    strlist_clear(&stmts);
+    upm_strlist_free(&stmts);
     upm_buf_free(&rec);
     return rc;
 }
@@ -744,7 +729,7 @@ static void created_objects(const struct upm_schema_set *set, struct upm_strlist
             while (isalnum((unsigned char)p[n]) || p[n] == '_')
                 n++;
             if (n > 0)
-                strlist_push(names, p, n);
+                upm_strlist_push(names, p, n);
             p += n;
         }
     }
@@ -785,7 +770,7 @@ static int check_objects(struct upm_ch_client *client, const struct upm_schema_s
     }
     rc = 0;
 out:
-    strlist_clear(&names);
+    upm_strlist_free(&names);
     upm_buf_free(&sql);
     upm_buf_free(&resp);
     return rc;

@@ -566,9 +566,7 @@ struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kaf
         c.urls.count = split_urls(icfg->shards.items[s], &c.urls.items);
         char sub[256];
         in->ch[s] = upm_ch_client_create(&c, reg, sub, sizeof(sub));
-        for (size_t i = 0; i < c.urls.count; i++)
-            free(c.urls.items[i]);
-        free(c.urls.items);
+        upm_strlist_free(&c.urls);
         if (!in->ch[s]) {
             snprintf(errstr, errstr_size, "ingest.shards[%" PRIu32 "]: %s", s, sub);
             goto fail;

@@ -91,6 +91,11 @@ struct upm_strlist {
     size_t count;
 };
 
+/* Append a copy of s[0..n) (n bytes at most, stops at a NUL). */
+void upm_strlist_push(struct upm_strlist *l, const char *s, size_t n);
+/* Free every item and the array; the list is left empty. */
+void upm_strlist_free(struct upm_strlist *l);
+
 struct upm_config_key {
     const char *name; /* key within the section, [a-z0-9_] */
     enum upm_config_type type;
