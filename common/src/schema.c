@@ -955,6 +955,8 @@ static const struct {
     {"events_1m_company_local", AGE_FINE},
     {"attempts_local", AGE_FINE},
     {"events_1d_company_local", AGE_DAILY},
+    {"analyzer_stats_local", AGE_FINE},
+    {"seller_scores_local", AGE_FINE},
 };
 #define N_RETENTION (sizeof(retention_tables) / sizeof(retention_tables[0]))
 

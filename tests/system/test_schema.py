@@ -116,7 +116,8 @@ def test_apply_twice_status_verify(cluster):
                                         % cluster["db"])}
         for t in ("events_local", "events", "events_1s_local", "events_1s",
                   "events_1m_company_local", "events_1m_company", "events_1d_company_local",
-                  "events_1d_company", "attempts_local", "attempts", "schema_migrations"):
+                  "events_1d_company", "attempts_local", "attempts", "analyzer_stats_local",
+                  "analyzer_stats", "seller_scores_local", "seller_scores", "schema_migrations"):
             assert t in tables, (ch.url, t, sorted(tables))
 
 
@@ -364,7 +365,8 @@ def test_retention_drops_exactly_the_expired(cluster):
     # before today - age. Besides the rows above, this covers the rollup
     # test's (earlier in this module) January rows, also expired here.
     ages = {"events_local": 30, "events_1s_local": 200, "events_1m_company_local": 200,
-            "attempts_local": 200, "events_1d_company_local": 1825}
+            "attempts_local": 200, "events_1d_company_local": 1825,
+            "analyzer_stats_local": 200, "seller_scores_local": 200}
     cut = (today - datetime.timedelta(days=1)).date()
 
     def is_expired(table, pid):
