@@ -73,7 +73,7 @@ struct ingest {
     uint64_t rebalances_seen;
     uint64_t dlq_failed, dlq_failed_seen;
 
-    struct upm_prom_series *consumed, *dlq_produced, *dlq_failures, *restarts;
+    struct upm_prom_series *consumed, *dlq_produced, *dlq_failures, *restarts, *backpressure;
     struct upm_prom_metric *rejected, *inserted, *insert_failures, *batches;
     struct upm_prom_series *batch_rows, *batch_bytes, *insert_seconds, *e2s_seconds;
 };
@@ -124,10 +124,13 @@ static int commit_retry(struct ingest *in, int32_t partition, int64_t offset, co
     for (;;) {
         int retriable = 0;
         if (upm_kafka_consumer_commit_offset(in->consumer, in->kcfg->topic, partition, offset, meta,
-                                             &retriable) == 0)
+                                             &retriable) == 0) {
+            upm_prom_set(in->backpressure, 0);
             return 0;
+        }
         if (!retriable || giving_up(in))
             return -1;
+        upm_prom_set(in->backpressure, 1);
         backoff_sleep(in, &backoff);
     }
 }
@@ -150,9 +153,11 @@ static int insert_retry(struct ingest *in, uint32_t shard, const struct upm_buf 
             upm_prom_inc(upm_prom_series_get(in->inserted, (const char *[]){shard_label}),
                          (double)rows);
             upm_httpd_set_ready(in->httpd, true, NULL);
+            upm_prom_set(in->backpressure, 0);
             return 0;
         }
         upm_prom_inc(upm_prom_series_get(in->insert_failures, (const char *[]){shard_label}), 1);
+        upm_prom_set(in->backpressure, 1);
         upm_httpd_set_ready(in->httpd, false, "ClickHouse inserts failing");
         /* Nothing is skipped, not even on a non-retriable error (a schema
          * mismatch, a missing table): the rows stay uncommitted and the
@@ -511,6 +516,14 @@ static void register_metrics(struct ingest *in)
                          "Times uncommitted work was dropped and re-read from the committed "
                          "offsets (rebalance, failed commit, shutdown deadline).",
                          0, NULL),
+        NULL);
+    /* Nothing is consumed while a store is retried, so the lag grows: this
+     * tells a stalled store apart from an ingest that is merely slow. */
+    in->backpressure = upm_prom_series_get(
+        upm_prom_gauge(reg, "upmon_ingest_backpressure",
+                       "1 while a block insert or an offset commit is retried after a failure, "
+                       "0 once it succeeded.",
+                       0, NULL),
         NULL);
     in->batch_rows = upm_prom_series_get(
         upm_prom_histogram(reg, "upmon_ingest_batch_rows", "Valid rows per stored range.",
