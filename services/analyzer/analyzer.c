@@ -10,6 +10,7 @@
 
 #include "history.h"
 #include "stats.h"
+#include "tsv.h"
 #include "upmon/alloc.h"
 #include "upmon/buf.h"
 #include "upmon/clock.h"
@@ -179,119 +180,6 @@ static void sql_quote(struct upm_buf *b, const char *s)
         upm_buf_putc(b, *s);
     }
     upm_buf_putc(b, '\'');
-}
-
-/* TabSeparated escaping for inserted strings. */
-static void tsv_put(struct upm_buf *b, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '\t':
-            upm_buf_puts(b, "\\t");
-            break;
-        case '\n':
-            upm_buf_puts(b, "\\n");
-            break;
-        case '\\':
-            upm_buf_puts(b, "\\\\");
-            break;
-        default:
-            upm_buf_putc(b, *s);
-        }
-    }
-}
-
-static void tsv_num(struct upm_buf *b, double v)
-{
-    if (isnan(v))
-        upm_buf_puts(b, "nan");
-    else if (isinf(v))
-        upm_buf_puts(b, v > 0 ? "inf" : "-inf");
-    else
-        upm_buf_printf(b, "%.17g", v);
-}
-
-/*
- * Split one TabSeparated line (modified in place) into at most max fields,
- * unescaping \t \n \\ and friends. Returns the field count.
- */
-static size_t tsv_split(char *line, char **f, size_t max)
-{
-    size_t n = 0;
-    char *r = line, *w = line;
-    f[n++] = w;
-    for (; *r; r++) {
-        if (*r == '\t') {
-            *w++ = '\0';
-            if (n == max)
-                return n;
-            f[n++] = w;
-        } else if (*r == '\\' && r[1]) {
-            r++;
-            switch (*r) {
-            case 't':
-                *w++ = '\t';
-                break;
-            case 'n':
-                *w++ = '\n';
-                break;
-            case '0':
-                *w++ = '\0';
-                break;
-            default:
-                *w++ = *r;
-            }
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = '\0';
-    return n;
-}
-
-static double num(const char *s)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s)
-        return NAN;
-    return v;
-}
-
-/* "[1.5,2,3]" → up to n doubles (NaN for missing). */
-static void num_array(const char *s, double *out, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        out[i] = NAN;
-    if (*s != '[')
-        return;
-    s++;
-    for (size_t i = 0; i < n && *s && *s != ']'; i++) {
-        char *end;
-        double v = strtod(s, &end);
-        if (end == s)
-            return;
-        out[i] = v;
-        s = end;
-        if (*s == ',')
-            s++;
-    }
-}
-
-/* Iterate the lines of a response body (NUL-terminated, modified). */
-static char *next_line(char **p)
-{
-    char *s = *p;
-    if (!s || !*s)
-        return NULL;
-    char *nl = strchr(s, '\n');
-    if (nl) {
-        *nl = '\0';
-        *p = nl + 1;
-    } else {
-        *p = s + strlen(s);
-    }
-    return s;
 }
 
 /* Run a query into an->resp, timing it under upmon_analyzer_query_seconds. */
@@ -566,14 +454,14 @@ static int fetch_minutes(struct analyzer *an, struct hist *h, const int64_t (*ra
         hist_mark_fetched(h, ranges[i][0], ranges[i][1]);
     }
     char *p = an->resp.data, *line;
-    while ((line = next_line(&p))) {
+    while ((line = an_tsv_next_line(&p))) {
         char *f[16];
-        if (tsv_split(line, f, 16) != 14)
+        if (an_tsv_split(line, f, 16) != 14)
             continue;
         struct hist_counters c;
         for (int k = 0; k < HC_COUNT; k++)
-            c.v[k] = num(f[3 + k]);
-        hist_add_row(h, (int64_t)num(f[0]), f[1], f[2], &c);
+            c.v[k] = an_tsv_num(f[3 + k]);
+        hist_add_row(h, (int64_t)an_tsv_num(f[0]), f[1], f[2], &c);
     }
     return 0;
 }
@@ -588,7 +476,7 @@ static int fetch_watermark(struct analyzer *an, int64_t *out)
                    an->db, an->db);
     if (run_query(an, "watermark") != 0)
         return -1;
-    *out = (int64_t)num(an->resp.data ? an->resp.data : "");
+    *out = (int64_t)an_tsv_num(an->resp.data ? an->resp.data : "");
     if (*out < 0)
         *out = 0;
     return 0;
@@ -632,19 +520,19 @@ static int fetch_window_detail(struct analyzer *an, int w, int64_t from_min, int
     if (run_query(an, qname) != 0)
         return -1;
     char *p = an->resp.data, *line;
-    while ((line = next_line(&p))) {
+    while ((line = an_tsv_next_line(&p))) {
         char *f[8];
-        if (tsv_split(line, f, 8) != 5)
+        if (an_tsv_split(line, f, 8) != 5)
             continue;
         int s = seg_of(an, f[0], f[1]);
         if (s < 0)
             continue;
         struct detail *d = &an->det[w][s];
         d->have = true;
-        d->attempts_uniq = num(f[2]);
-        d->sellers_uniq = num(f[3]);
+        d->attempts_uniq = an_tsv_num(f[2]);
+        d->sellers_uniq = an_tsv_num(f[3]);
         double q[4];
-        num_array(f[4], q, 4);
+        an_tsv_array(f[4], q, 4);
         d->ft_q[0] = q[0];
         d->ft_q[1] = q[2];
         d->ft_q[2] = q[3];
@@ -681,7 +569,12 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
                        "avgIf(tries = 1, %s)",
                        cond, cond, cond, cond, cond, cond);
         if (windows3) {
-            upm_buf_printf(b, ", countIf(%s AND t > multiIf(", cond);
+            /* No threshold known yet: nothing counts as beyond (multiIf
+             * needs at least one condition). */
+            size_t nthr = 0;
+            for (size_t s = 0; s < hist_nsegments(an->trail); s++)
+                nthr += !isnan(an->thr[s]);
+            upm_buf_printf(b, ", countIf(%s AND t > %s", cond, nthr ? "multiIf(" : "");
             for (size_t s = 0; s < hist_nsegments(an->trail); s++) {
                 const struct hist_segment *sg = hist_segment_at(an->trail, s);
                 if (isnan(an->thr[s]))
@@ -692,7 +585,7 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
                 sql_quote(b, sg->value);
                 upm_buf_printf(b, ", %.17g, ", an->thr[s]);
             }
-            upm_buf_puts(b, "1e300))");
+            upm_buf_puts(b, nthr ? "1e300))" : "1e300)");
         }
     }
     upm_buf_printf(b,
@@ -713,10 +606,10 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
     if (run_query(an, windows3 ? "attempts" : "attempt_thresholds") != 0)
         return -1;
     char *p = an->resp.data, *line;
-    while ((line = next_line(&p))) {
+    while ((line = an_tsv_next_line(&p))) {
         char *f[40];
         size_t per = windows3 ? 7 : 6;
-        if (tsv_split(line, f, 40) != 2 + per * (size_t)nw)
+        if (an_tsv_split(line, f, 40) != 2 + per * (size_t)nw)
             continue;
         int s = seg_of(an, f[0], f[1]);
         if (s < 0)
@@ -724,19 +617,19 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
         for (int w = 0; w < nw; w++) {
             char **g = f + 2 + per * (size_t)w;
             if (!windows3) {
-                double mean = num(g[1]), sd = num(g[2]);
-                an->thr[s] = num(g[0]) >= 2 ? mean + 3 * sd : NAN;
+                double mean = an_tsv_num(g[1]), sd = an_tsv_num(g[2]);
+                an->thr[s] = an_tsv_num(g[0]) >= 2 ? mean + 3 * sd : NAN;
                 continue;
             }
             struct detail *d = &an->det[w][s];
             d->have_att = true;
-            d->att_n = num(g[0]);
-            d->att_mean = num(g[1]);
-            d->att_sd = num(g[2]);
-            num_array(g[3], d->att_q, 3);
-            d->att_tries = num(g[4]);
-            d->att_first = num(g[5]);
-            d->att_beyond = d->att_n > 0 && !isnan(an->thr[s]) ? num(g[6]) / d->att_n : NAN;
+            d->att_n = an_tsv_num(g[0]);
+            d->att_mean = an_tsv_num(g[1]);
+            d->att_sd = an_tsv_num(g[2]);
+            an_tsv_array(g[3], d->att_q, 3);
+            d->att_tries = an_tsv_num(g[4]);
+            d->att_first = an_tsv_num(g[5]);
+            d->att_beyond = d->att_n > 0 && !isnan(an->thr[s]) ? an_tsv_num(g[6]) / d->att_n : NAN;
         }
     }
     return 0;
@@ -754,7 +647,7 @@ static int fetch_new_sellers(struct analyzer *an, int64_t now_s)
                    an->db, today, today);
     if (run_query(an, "new_sellers") != 0)
         return -1;
-    an->new_sellers = num(an->resp.data ? an->resp.data : "");
+    an->new_sellers = an_tsv_num(an->resp.data ? an->resp.data : "");
     an->have_new_sellers = !isnan(an->new_sellers);
     return 0;
 }
@@ -790,9 +683,9 @@ static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row
     size_t n = 0, cap = 0;
     struct seller_row *rows = NULL;
     char *p = an->resp.data, *line;
-    while ((line = next_line(&p))) {
+    while ((line = an_tsv_next_line(&p))) {
         char *f[8];
-        if (tsv_split(line, f, 8) != 6)
+        if (an_tsv_split(line, f, 8) != 6)
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 256;
@@ -801,11 +694,11 @@ static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row
         struct seller_row *r = &rows[n++];
         memset(r, 0, sizeof(*r));
         r->s.company_id = strtoull(f[0], NULL, 10);
-        r->s.events = num(f[1]);
-        r->s.tries = num(f[2]);
-        r->s.errors = num(f[3]);
-        r->s.ft_n = num(f[4]);
-        r->s.ft_sum_ms = num(f[5]);
+        r->s.events = an_tsv_num(f[1]);
+        r->s.tries = an_tsv_num(f[2]);
+        r->s.errors = an_tsv_num(f[3]);
+        r->s.ft_n = an_tsv_num(f[4]);
+        r->s.ft_sum_ms = an_tsv_num(f[5]);
     }
     if (n == 0) {
         free(rows);
@@ -830,22 +723,22 @@ static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row
         return -1;
     }
     p = an->resp.data;
-    while ((line = next_line(&p))) {
+    while ((line = an_tsv_next_line(&p))) {
         char *f[10];
-        if (tsv_split(line, f, 10) != 8)
+        if (an_tsv_split(line, f, 10) != 8)
             continue;
         uint64_t id = strtoull(f[0], NULL, 10);
         for (size_t i = 0; i < n; i++) {
             if (rows[i].s.company_id != id)
                 continue;
             struct an_seller *s = &rows[i].s;
-            s->base_days = num(f[1]);
-            s->base_events = num(f[2]);
-            s->base_tries = num(f[3]);
-            s->base_errors = num(f[4]);
-            s->base_ft_n = num(f[5]);
-            s->base_ft_sum_ms = num(f[6]);
-            s->base_ft_sumsq_ms = num(f[7]);
+            s->base_days = an_tsv_num(f[1]);
+            s->base_events = an_tsv_num(f[2]);
+            s->base_tries = an_tsv_num(f[3]);
+            s->base_errors = an_tsv_num(f[4]);
+            s->base_ft_n = an_tsv_num(f[5]);
+            s->base_ft_sum_ms = an_tsv_num(f[6]);
+            s->base_ft_sumsq_ms = an_tsv_num(f[7]);
             break;
         }
     }
@@ -910,16 +803,21 @@ static int baseline(struct analyzer *an, enum chart c, size_t seg, int64_t now_m
     struct hist_counters t;
     int weeks = 0;
     s->len = 0;
-    for (int64_t k = 1; k <= an->cfg.baseline_weeks; k++) {
+    /* The weekly store interns segments in its own order: look ours up by
+     * name (absent there = no weekly history for it). */
+    const struct hist_segment *sg = hist_segment_at(an->trail, seg);
+    int wseg = seg == 0 ? 0 : hist_find(an->weekly, sg->dim, sg->value);
+    for (int64_t k = 1; wseg >= 0 && k <= an->cfg.baseline_weeks; k++) {
         int64_t centre = now_min - k * WEEK_MIN;
         size_t before = s->len;
         if (wm >= 60) {
-            if (hist_sum(an->weekly, seg, centre - wm, centre, &t) == (size_t)wm &&
+            if (hist_sum(an->weekly, (size_t)wseg, centre - wm, centre, &t) == (size_t)wm &&
                 t.v[HC_EVENTS] > 0)
                 sample_add(s, c, &t, wm);
         } else {
             for (int64_t a = centre - 30; a + wm <= centre + 30; a += wm) {
-                if (hist_sum(an->weekly, seg, a, a + wm, &t) == (size_t)wm && t.v[HC_EVENTS] > 0)
+                if (hist_sum(an->weekly, (size_t)wseg, a, a + wm, &t) == (size_t)wm &&
+                    t.v[HC_EVENTS] > 0)
                     sample_add(s, c, &t, wm);
             }
         }
@@ -1016,21 +914,21 @@ static void row(struct pubctx *p, const char *metric, double value, const struct
     fmt_datetime(p->ts, dt, sizeof(dt));
     struct upm_buf *b = &an->rows;
     upm_buf_printf(b, "%s\t%s\t", d, dt);
-    tsv_put(b, p->w);
+    an_tsv_put(b, p->w);
     upm_buf_putc(b, '\t');
-    tsv_put(b, p->dim);
+    an_tsv_put(b, p->dim);
     upm_buf_putc(b, '\t');
-    tsv_put(b, p->seg);
+    an_tsv_put(b, p->seg);
     upm_buf_putc(b, '\t');
-    tsv_put(b, metric);
+    an_tsv_put(b, metric);
     upm_buf_putc(b, '\t');
-    tsv_num(b, value);
+    an_tsv_put_num(b, value);
     upm_buf_putc(b, '\t');
-    tsv_num(b, l ? l->centre : NAN);
+    an_tsv_put_num(b, l ? l->centre : NAN);
     upm_buf_putc(b, '\t');
-    tsv_num(b, l ? l->lcl : NAN);
+    an_tsv_put_num(b, l ? l->lcl : NAN);
     upm_buf_putc(b, '\t');
-    tsv_num(b, l ? l->ucl : NAN);
+    an_tsv_put_num(b, l ? l->ucl : NAN);
     upm_buf_printf(b, "\t%u\t%d\n", rules, source);
 }
 
@@ -1180,7 +1078,8 @@ static void choose_segments(struct analyzer *an, int64_t now_min)
     }
 }
 
-static void publish_sellers(struct analyzer *an, struct seller_row *rows, size_t n, int64_t now_min)
+static void publish_sellers(struct analyzer *an, struct seller_row *rows, size_t n, int64_t now_min,
+                            double peers_rate)
 {
     char d[16], dt[32];
     fmt_date(now_min * 60, d, sizeof(d));
@@ -1209,7 +1108,7 @@ static void publish_sellers(struct analyzer *an, struct seller_row *rows, size_t
             continue;
         struct upm_buf *b = &an->srows;
         upm_buf_printf(b, "%s\t%s\t%s\t%zu\t", d, dt, id, i + 1);
-        tsv_num(b, r->score);
+        an_tsv_put_num(b, r->score);
         upm_buf_putc(b, '\t');
         for (unsigned bit = 1, first = 1; bit <= AN_REASON_LATENCY_OWN; bit <<= 1) {
             if (r->reasons & bit) {
@@ -1220,19 +1119,19 @@ static void publish_sellers(struct analyzer *an, struct seller_row *rows, size_t
         const struct an_seller *s = &r->s;
         double own = s->base_tries > 0 ? s->base_errors / s->base_tries : NAN;
         upm_buf_putc(b, '\t');
-        tsv_num(b, s->events);
+        an_tsv_put_num(b, s->events);
         upm_buf_putc(b, '\t');
-        tsv_num(b, s->tries > 0 ? s->errors / s->tries : NAN);
+        an_tsv_put_num(b, s->tries > 0 ? s->errors / s->tries : NAN);
         upm_buf_putc(b, '\t');
-        tsv_num(b, own);
+        an_tsv_put_num(b, own);
         upm_buf_putc(b, '\t');
-        tsv_num(b, NAN);
+        an_tsv_put_num(b, peers_rate);
         upm_buf_putc(b, '\t');
-        tsv_num(b, s->ft_n > 0 ? s->ft_sum_ms / s->ft_n : NAN);
+        an_tsv_put_num(b, s->ft_n > 0 ? s->ft_sum_ms / s->ft_n : NAN);
         upm_buf_putc(b, '\t');
-        tsv_num(b, s->base_ft_n > 0 ? s->base_ft_sum_ms / s->base_ft_n : NAN);
+        an_tsv_put_num(b, s->base_ft_n > 0 ? s->base_ft_sum_ms / s->base_ft_n : NAN);
         upm_buf_putc(b, '\t');
-        tsv_num(b, s->base_days > 0 ? s->base_events / (s->base_days * 24) : NAN);
+        an_tsv_put_num(b, s->base_days > 0 ? s->base_events / (s->base_days * 24) : NAN);
         upm_buf_putc(b, '\n');
     }
 }
@@ -1291,7 +1190,6 @@ static int refresh(struct analyzer *an, int64_t now_min, int64_t now_s)
         if (fetch_minutes(an, an->weekly, (const int64_t(*)[2])wr, (size_t)an->cfg.baseline_weeks,
                           "minutes_weekly") != 0)
             return -1;
-        /* Segment indexes must agree with the trailing store's. */
         an->weekly_at = now_min;
         an->weekly_refresh_mono = mono;
     }
@@ -1378,7 +1276,8 @@ int analyzer_cycle(struct analyzer *an)
             put(&p, an->m_sn, an->new_sellers);
             row(&p, "sellers_new", an->new_sellers, NULL, 0, 0);
         }
-        publish_sellers(an, sellers, nsellers, now_min);
+        publish_sellers(an, sellers, nsellers, now_min,
+                        peers.tries > 0 ? peers.errors / peers.tries : NAN);
         sweep(an);
         upm_prom_set(an->s_data_time, (double)(now_min * 60));
         upm_prom_set(an->s_dropped, (double)hist_dropped_segments(an->trail));

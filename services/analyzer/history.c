@@ -52,7 +52,7 @@ const char *hist_dim_name(enum hist_dim dim)
     return "?";
 }
 
-int hist_segment(struct hist *h, enum hist_dim dim, const char *value)
+int hist_find(const struct hist *h, enum hist_dim dim, const char *value)
 {
     if (dim == HIST_DIM_ALL)
         return 0;
@@ -60,6 +60,14 @@ int hist_segment(struct hist *h, enum hist_dim dim, const char *value)
         if (h->segs[i].dim == dim && strcmp(h->segs[i].value, value) == 0)
             return (int)i;
     }
+    return -1;
+}
+
+int hist_segment(struct hist *h, enum hist_dim dim, const char *value)
+{
+    int i = hist_find(h, dim, value);
+    if (i >= 0)
+        return i;
     if (h->nsegs == HIST_MAX_SEGMENTS || strlen(value) >= sizeof(h->segs[0].value)) {
         h->dropped++;
         return -1;

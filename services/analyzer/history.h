@@ -61,6 +61,8 @@ void hist_destroy(struct hist *h);
 /* Segment index for (dim, value), interning it; 0 for HIST_DIM_ALL; -1 when
  * the table is full (counted). */
 int hist_segment(struct hist *h, enum hist_dim dim, const char *value);
+/* Index of (dim, value) without interning it; -1 when unknown. */
+int hist_find(const struct hist *h, enum hist_dim dim, const char *value);
 size_t hist_nsegments(const struct hist *h);
 const struct hist_segment *hist_segment_at(const struct hist *h, size_t i);
 uint64_t hist_dropped_segments(const struct hist *h);

@@ -146,7 +146,8 @@ static void *worker_main(void *arg)
 
 static void usage(FILE *out)
 {
-    fputs("usage: upmon-analyzer [--config FILE] [--leader-election=on|off] [--once]\n"
+    fputs("usage: upmon-analyzer [--config FILE] [--leader-election=on|off] [--once "
+          "[--print-metrics]]\n"
           "                      [--check-config] [--help]\n"
           "  --config FILE             YAML configuration (sections log, http, clickhouse, k8s,\n"
           "                            lease, analyzer); every key is overridable by\n"
