@@ -461,7 +461,10 @@ static int fetch_minutes(struct analyzer *an, struct hist *h, const int64_t (*ra
         struct hist_counters c;
         for (int k = 0; k < HC_COUNT; k++)
             c.v[k] = an_tsv_num(f[3 + k]);
-        hist_add_row(h, (int64_t)an_tsv_num(f[0]), f[1], f[2], &c);
+        double minute = an_tsv_num(f[0]);
+        if (!isfinite(minute))
+            continue;
+        hist_add_row(h, (int64_t)minute, f[1], f[2], &c);
     }
     return 0;
 }
@@ -660,6 +663,84 @@ static int cmp_score(const void *a, const void *b)
     return x->s.company_id < y->s.company_id ? -1 : x->s.company_id > y->s.company_id;
 }
 
+/*
+ * Difference in differences for the seller scores: how each origin's
+ * failure log-odds and mean full time moved from the trailing day to the
+ * last hour, weighted by each seller's origin mix today. An origin-wide
+ * incident then leaves its sellers' own-baseline scores where they were,
+ * and a seller that fails alone still stands out. (Countries are not in
+ * the per-company rollups, so a country-wide incident still shows in its
+ * sellers' scores, damped by the failure floor.)
+ */
+static int seller_shifts(struct analyzer *an, struct seller_row *rows, size_t n, int64_t now_min,
+                         const char *today)
+{
+    size_t nseg = hist_nsegments(an->trail);
+    double shift[HIST_MAX_SEGMENTS], ratio[HIST_MAX_SEGMENTS];
+    for (size_t g = 0; g < nseg; g++) {
+        struct hist_counters now, base;
+        shift[g] = 0;
+        ratio[g] = 1;
+        if (hist_segment_at(an->trail, g)->dim != HIST_DIM_ORIGIN)
+            continue;
+        hist_sum(an->trail, g, now_min - 60, now_min, &now);
+        hist_sum(an->trail, g, now_min - 24 * 60, now_min - 60, &base);
+        double tn = now.v[HC_SAVES] + now.v[HC_ERRORS], tb = base.v[HC_SAVES] + base.v[HC_ERRORS];
+        if (tn >= (double)an->cfg.min_tries && tb >= (double)an->cfg.min_tries) {
+            double pn = now.v[HC_ERRORS] / tn, pb = base.v[HC_ERRORS] / tb;
+            if (pn > 0 && pn < 1 && pb > 0 && pb < 1)
+                shift[g] = log(pn / (1 - pn)) - log(pb / (1 - pb));
+        }
+        if (now.v[HC_FT_N] >= 10 && base.v[HC_FT_N] >= 10 && base.v[HC_FT_SUM_MS] > 0)
+            ratio[g] =
+                (now.v[HC_FT_SUM_MS] / now.v[HC_FT_N]) / (base.v[HC_FT_SUM_MS] / base.v[HC_FT_N]);
+    }
+    upm_buf_reset(&an->sql);
+    upm_buf_printf(&an->sql,
+                   "SELECT company_id, origin, countMerge(events) FROM %s.events_1d_company "
+                   "WHERE day = '%s' AND company_id IN (",
+                   an->db, today);
+    for (size_t i = 0; i < n; i++)
+        upm_buf_printf(&an->sql, "%s%" PRIu64, i ? "," : "", rows[i].s.company_id);
+    upm_buf_puts(&an->sql, ") GROUP BY company_id, origin FORMAT TabSeparated");
+    if (run_query(an, "sellers_mix") != 0)
+        return -1;
+    double *wsum = upm_calloc(n, sizeof(double));
+    for (size_t i = 0; i < n; i++) {
+        rows[i].s.shift_logit = 0;
+        rows[i].s.latency_ratio = 0;
+    }
+    char *p = an->resp.data, *line;
+    while ((line = an_tsv_next_line(&p))) {
+        char *f[4];
+        if (an_tsv_split(line, f, 4) != 3)
+            continue;
+        uint64_t id = strtoull(f[0], NULL, 10);
+        int g = hist_find(an->trail, HIST_DIM_ORIGIN, f[1]);
+        double w = an_tsv_num(f[2]);
+        if (g < 0 || !(w > 0))
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            if (rows[i].s.company_id != id)
+                continue;
+            rows[i].s.shift_logit += w * shift[g];
+            rows[i].s.latency_ratio += w * ratio[g];
+            wsum[i] += w;
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (wsum[i] > 0) {
+            rows[i].s.shift_logit /= wsum[i];
+            rows[i].s.latency_ratio /= wsum[i];
+        } else {
+            rows[i].s.latency_ratio = 1;
+        }
+    }
+    free(wsum);
+    return 0;
+}
+
 /* Sellers active in the last hour, their 30-day baselines, scores. */
 static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row **out,
                          size_t *nout)
@@ -741,6 +822,10 @@ static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row
             s->base_ft_sumsq_ms = an_tsv_num(f[7]);
             break;
         }
+    }
+    if (seller_shifts(an, rows, n, now_min, today) != 0) {
+        free(rows);
+        return -1;
     }
     *out = rows;
     *nout = n;
@@ -1059,7 +1144,7 @@ static int cmp_vol(const void *a, const void *b)
 static void choose_segments(struct analyzer *an, int64_t now_min)
 {
     size_t n = hist_nsegments(an->trail);
-    struct segvol v[HIST_MAX_SEGMENTS];
+    struct segvol v[HIST_MAX_SEGMENTS] = {{0, 0}};
     memset(an->chosen, 0, sizeof(an->chosen));
     an->chosen[0] = true;
     for (int dim = HIST_DIM_COUNTRY; dim <= HIST_DIM_ORIGIN; dim++) {

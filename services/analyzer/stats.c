@@ -310,6 +310,10 @@ double an_seller_score(const struct an_seller *s, const struct an_peers *peers, 
     double p0_tries = s->base_tries + w;
     if (p0_tries > 0) {
         double p0 = (s->base_errors + (w > 0 ? w * pp : 0)) / p0_tries;
+        if (isfinite(s->shift_logit) && s->shift_logit != 0 && p0 > 0 && p0 < 1) {
+            double lo = log(p0 / (1 - p0)) + s->shift_logit;
+            p0 = 1 / (1 + exp(-lo));
+        }
         z[0] = binom_z(p, p0, s->tries, AN_SELLER_FAILURE_FLOOR);
     }
     /* Sellers differ (their buyers, their catalogue), so the peers' rate is
@@ -333,6 +337,10 @@ double an_seller_score(const struct an_seller *s, const struct an_peers *peers, 
         /* Σx² − n·m² of a near-constant baseline can round below 0. */
         if (!(var > 0))
             var = 0;
+        if (isfinite(s->latency_ratio) && s->latency_ratio > 0) {
+            m0 *= s->latency_ratio;
+            var *= s->latency_ratio * s->latency_ratio;
+        }
         double rel = AN_SELLER_LATENCY_REL * m0;
         double v = var / s->ft_n + rel * rel;
         if (v > 0)

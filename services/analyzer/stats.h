@@ -109,6 +109,17 @@ struct an_seller {
     double base_ft_n;
     double base_ft_sum_ms;
     double base_ft_sumsq_ms;
+    /*
+     * What the seller's segments did meanwhile, so that its own baseline is
+     * compared with what it would be now had nothing happened to the seller
+     * itself (difference in differences): a platform- or origin-wide
+     * incident moves every seller there and is the charts' business, not a
+     * seller anomaly. shift_logit is added to the log-odds of the baseline
+     * failure rate; latency_ratio multiplies the baseline full time. 0 and 1
+     * (or NaN) = no adjustment.
+     */
+    double shift_logit;
+    double latency_ratio;
 };
 
 /*

@@ -23,7 +23,8 @@ from test_stack import kafka_java
 BIN = os.environ.get("INGEST_TEST_BIN") or os.path.join(ROOT, "build", "bin", "upmon-ingest")
 SCHEMA_BIN = os.environ.get("INGEST_TEST_SCHEMA_BIN") or os.path.join(ROOT, "build", "bin",
                                                                          "upmon-schema")
-N_VALID = int(os.environ.get("INGEST_TEST_EVENTS", "100000"))
+N_VALID = int(os.environ.get("INGEST_TEST_EVENTS", "100000"))  # the fault runs
+N_SIM = int(os.environ.get("INGEST_TEST_SIM_EVENTS", "1000000"))  # the exact-count run
 COUNTRIES = ["DE", "US", "FR", "PL", "KZ", "BY", "UZ", "AM"]
 ORIGINS = ["upload/ui", "upload/api", "update/manual", "update/xlsx"]
 
@@ -226,22 +227,36 @@ def dlq_messages(e, expected):
     return out
 
 
+def simulate(e, count, seed):
+    """count simulator events (all valid) into the test's topic, unpaced."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPMON_")}
+    env.update({"UPMON_KAFKA_BROKERS": e.brokers, "UPMON_KAFKA_TOPIC": e.topic,
+                "UPMON_HTTP_PORT": "0", "UPMON_KAFKA_STATISTICS_INTERVAL": "0"})
+    sim = os.path.join(os.path.dirname(BIN), "upmon-simulator")
+    p = subprocess.run([sim, "--seed", str(seed), "--start", "2026-11-01T00:00:00Z", "--speed",
+                        "0", "--count", str(count), "--output", "kafka"], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "delivered=%d undelivered=0" % count in p.stderr, p.stderr[-3000:]
+
+
 def test_ingest_exact_counts_dlq_and_shard_routing(ienv):
+    """N_SIM (1,000,000) simulator events with every kind of malformed message in the middle."""
     e = ienv
-    valid = valid_events(N_VALID, 1)
     bad = malformed()
-    msgs = valid[: N_VALID // 2] + [(k, v) for k, v, _ in bad] + valid[N_VALID // 2:]
-    produce(e.brokers, e.topic, msgs)
+    simulate(e, N_SIM // 2, 1)
+    produce(e.brokers, e.topic, [(k, v) for k, v, _ in bad])
+    simulate(e, N_SIM - N_SIM // 2, 2)
     p = e.start()
-    poll("all %d valid events stored" % N_VALID,
-         lambda: p.poll() is None and e.count() >= N_VALID or (p.poll() is not None and
-                                                                 pytest.fail("ingest exited")),
-         timeout=240)
+    poll("all %d valid events stored" % N_SIM,
+         lambda: p.poll() is None and e.count() >= N_SIM or (p.poll() is not None and
+                                                              pytest.fail("ingest exited")),
+         timeout=600)
     # Give a spurious duplicate the time to show up before judging.
     time.sleep(2)
-    assert e.count() == N_VALID, "events holds %d rows, %d valid events were sent" % (
-        e.count(), N_VALID)
-    assert e.distinct() == N_VALID
+    assert e.count() == N_SIM, "events holds %d rows, %d valid events were sent" % (
+        e.count(), N_SIM)
+    assert e.distinct() == N_SIM
 
     # Every shard holds exactly the rows ClickHouse's own sipHash64 sends it.
     for s in range(1, e.nshards + 1):

@@ -578,6 +578,45 @@ static void test_seller_failure_storm(void **state)
     assert_int_equal(r, AN_REASON_FAILURE_OWN);
 }
 
+/* The storm again, but the seller's whole origin moved the same way
+ * (0.6 -> 0.92 for everyone there): the own-baseline score is adjusted by
+ * that shift and the seller is unremarkable; the shift of half of it
+ * still leaves a signal. Same for latency: the origin got 2x slower. */
+static void test_seller_segment_shift(void **state)
+{
+    const struct an_peers none = {0, 0, 0};
+    struct an_seller s = steady();
+    s.base_errors = 36000;
+    s.tries = 500;
+    s.errors = 460;
+    s.shift_logit = log(0.92 / 0.08) - log(0.6 / 0.4);
+    unsigned r;
+    double got = score(&s, &none, &r);
+    if (!(fabs(got) < 1e-6))
+        fail_msg("shared shift scored %.6f, want 0", got);
+    assert_int_equal(r, 0);
+    s.shift_logit /= 2;
+    got = score(&s, &none, &r);
+    /* p0 = expit(logit 0.6 + shift/2) = 0.806: z = 0.114/0.0348 = 3.27 */
+    near("half the shift", got, 3.275, 1e-3);
+    assert_int_equal(r, AN_REASON_FAILURE_OWN);
+
+    /* Latency: baseline mean 3000 ms, now 6000 ms over 400 successes. */
+    struct an_seller l = steady();
+    l.base_ft_n = 10000;
+    l.base_ft_sum_ms = 3000.0 * 10000;
+    l.base_ft_sumsq_ms = 10000 * (3000.0 * 3000.0 + 1000.0 * 1000.0);
+    l.ft_n = 400;
+    l.ft_sum_ms = 6000.0 * 400;
+    double alone = score(&l, &none, &r);
+    if (!(alone > 4))
+        fail_msg("2x latency alone scored %.3f, want > 4", alone);
+    l.latency_ratio = 2;
+    got = score(&l, &none, &r);
+    if (!(fabs(got) < 1e-6))
+        fail_msg("2x latency with a 2x origin scored %.6f, want 0", got);
+}
+
 static void test_seller_failure_peers(void **state)
 {
     /* Always 10 % (own z ≈ 0.004), peers 2 % with no known spread:
@@ -796,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_seller_steady),
         cmocka_unit_test(test_seller_failure_own),
         cmocka_unit_test(test_seller_big_drift),
+        cmocka_unit_test(test_seller_segment_shift),
         cmocka_unit_test(test_seller_failure_storm),
         cmocka_unit_test(test_seller_failure_peers),
         cmocka_unit_test(test_seller_volume),
