@@ -119,10 +119,9 @@ struct analyzer {
     const char *db;
 
     struct hist *trail, *weekly;
-    int64_t trail_end;           /* minutes before this are fetched (exclusive end) */
-    int64_t weekly_at;           /* now_min at the last weekly refresh; 0 = never */
-    int64_t weekly_refresh_mono; /* mono ns of the last refresh */
-    int64_t thresholds_mono;
+    int64_t trail_end;     /* minutes before this are fetched (exclusive end) */
+    int64_t weekly_at;     /* now_min at the last weekly refresh; 0 = never */
+    int64_t thresholds_at; /* now_min at the last threshold refresh; 0 = never */
     double new_sellers;
     bool have_new_sellers;
 
@@ -1248,7 +1247,13 @@ static void write_results(struct analyzer *an)
 /* ------------------------------------------------------------------------ */
 /* The cycle                                                                */
 
-static int refresh(struct analyzer *an, int64_t now_min, int64_t now_s)
+/*
+ * What a standby keeps warm too: the trailing per-minute history, the
+ * weekly slots and the slow-moving thresholds. All schedules are in data
+ * time (now_min), so a simulation at high speed refreshes them as often per
+ * simulated hour as production does per real hour.
+ */
+static int refresh_history(struct analyzer *an, int64_t now_min, int64_t now_s)
 {
     /* Trailing minutes: the whole day on first use (or after a jump), then
      * the last few minutes again, since their rows may still be arriving. */
@@ -1261,9 +1266,8 @@ static int refresh(struct analyzer *an, int64_t now_min, int64_t now_s)
     an->trail_end = now_min;
     hist_evict_before(an->trail, now_min - TRAIL_MIN);
 
-    int64_t mono = upm_clock_mono_ns();
-    bool due = an->weekly_at == 0 || now_min - an->weekly_at >= 10 || now_min < an->weekly_at ||
-               mono - an->weekly_refresh_mono >= an->cfg.baseline_refresh_ms * 1000000;
+    /* The slots span [centre - 60, centre + 40): good for 10 minutes. */
+    bool due = an->weekly_at == 0 || now_min < an->weekly_at || now_min - an->weekly_at >= 10;
     if (due && an->cfg.baseline_weeks > 0) {
         int64_t wr[12][2];
         for (int64_t k = 1; k <= an->cfg.baseline_weeks; k++) {
@@ -1276,18 +1280,26 @@ static int refresh(struct analyzer *an, int64_t now_min, int64_t now_s)
                           "minutes_weekly") != 0)
             return -1;
         an->weekly_at = now_min;
-        an->weekly_refresh_mono = mono;
     }
-    if (an->thresholds_mono == 0 ||
-        mono - an->thresholds_mono >= an->cfg.baseline_refresh_ms * 1000000) {
+    int64_t every = an->cfg.baseline_refresh_ms / 60000;
+    if (every < 1)
+        every = 1;
+    if (an->thresholds_at == 0 || now_min < an->thresholds_at ||
+        now_min - an->thresholds_at >= every) {
         for (size_t i = 0; i < HIST_MAX_SEGMENTS; i++)
             an->thr[i] = NAN;
         if (fetch_attempts(an, now_min - 24 * 60, now_min, false) != 0)
             return -1;
         if (fetch_new_sellers(an, now_s) != 0)
             return -1;
-        an->thresholds_mono = mono;
+        an->thresholds_at = now_min;
     }
+    return 0;
+}
+
+/* The current windows' quantile, uniq and attempt figures (leader only). */
+static int refresh_windows(struct analyzer *an, int64_t now_min)
+{
     memset(an->det, 0, sizeof(an->det));
     for (int w = 0; w < NWIN; w++) {
         if (fetch_window_detail(an, w, now_min - windows[w].minutes, now_min) != 0)
@@ -1296,26 +1308,47 @@ static int refresh(struct analyzer *an, int64_t now_min, int64_t now_s)
     return fetch_attempts(an, now_min - 60, now_min, true);
 }
 
+/* "Now" of the analysis, in seconds; 0 with *now_s = 0 when the data clock
+ * has no data yet; -1 on a failed query. */
+static int analysis_now(struct analyzer *an, int64_t *now_s)
+{
+    *now_s = 0;
+    if (strcmp(an->cfg.clock, "data") == 0) {
+        int64_t wm;
+        if (fetch_watermark(an, &wm) != 0)
+            return -1;
+        if (wm > 0)
+            *now_s = wm - an->cfg.settle_ms / 1000;
+        return 0;
+    }
+    *now_s = upm_clock_real_ns() / 1000000000 - an->cfg.settle_ms / 1000;
+    return 0;
+}
+
+int analyzer_warm(struct analyzer *an)
+{
+    int64_t now_s;
+    if (analysis_now(an, &now_s) != 0)
+        return -1;
+    if (now_s == 0)
+        return 0;
+    return refresh_history(an, now_s / 60, now_s);
+}
+
 int analyzer_cycle(struct analyzer *an)
 {
     int64_t t0 = upm_clock_mono_ns();
     int64_t now_s;
-    if (strcmp(an->cfg.clock, "data") == 0) {
-        int64_t wm;
-        if (fetch_watermark(an, &wm) != 0)
-            goto fail;
-        if (wm == 0) {
-            upm_log_info(MOD, "no data yet");
-            upm_prom_inc(an->s_cycles_ok, 1);
-            return 0;
-        }
-        now_s = wm - an->cfg.settle_ms / 1000;
-    } else {
-        now_s = upm_clock_real_ns() / 1000000000 - an->cfg.settle_ms / 1000;
+    if (analysis_now(an, &now_s) != 0)
+        goto fail;
+    if (now_s == 0) {
+        upm_log_info(MOD, "no data yet");
+        upm_prom_inc(an->s_cycles_ok, 1);
+        return 0;
     }
     int64_t now_min = now_s / 60; /* windows end at the current minute's start */
 
-    if (refresh(an, now_min, now_s) != 0)
+    if (refresh_history(an, now_min, now_s) != 0 || refresh_windows(an, now_min) != 0)
         goto fail;
     struct seller_row *sellers = NULL;
     size_t nsellers = 0;
@@ -1416,18 +1449,6 @@ struct analyzer *analyzer_create(const struct an_config *cfg, const struct upm_c
         an->thr[i] = NAN;
     register_metrics(an);
     return an;
-}
-
-void analyzer_reset(struct analyzer *an)
-{
-    hist_destroy(an->trail);
-    hist_destroy(an->weekly);
-    an->trail = hist_create();
-    an->weekly = hist_create();
-    an->trail_end = 0;
-    an->weekly_at = 0;
-    an->thresholds_mono = 0;
-    an->have_new_sellers = false;
 }
 
 void analyzer_destroy(struct analyzer *an)

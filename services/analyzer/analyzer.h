@@ -68,8 +68,11 @@ int analyzer_cycle(struct analyzer *an);
  * gate's lock, never concurrently with a publishing cycle. */
 void analyzer_clear(struct analyzer *an);
 
-/* Forget in-memory history (a new term re-reads it: the data may have
- * moved on while we stood by). */
-void analyzer_reset(struct analyzer *an);
+/*
+ * A standby's step: keep the in-memory history current (trailing minutes,
+ * weekly slots, thresholds) without publishing anything, so that a new
+ * leader's first cycle has only the current windows to read. 0 or -1.
+ */
+int analyzer_warm(struct analyzer *an);
 
 #endif

@@ -51,7 +51,7 @@ struct worker {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool run, quit;
-    uint64_t term, seen_term;
+    uint64_t term;
     struct upm_prom_series *overruns;
 };
 
@@ -110,11 +110,7 @@ static void *worker_main(void *arg)
     while (!w->quit) {
         int64_t wait_ms = w->cycle_ms;
         if (w->run) {
-            bool fresh = w->term != w->seen_term;
-            w->seen_term = w->term;
             pthread_mutex_unlock(&w->mu);
-            if (fresh)
-                analyzer_reset(w->an); /* the data moved on while we stood by */
             int64_t t0 = upm_clock_mono_ns();
             if (analyzer_cycle(w->an) != 0)
                 upm_log_warn(MOD, "cycle failed; retrying at the next tick");
@@ -126,6 +122,16 @@ static void *worker_main(void *arg)
                 upm_log_warn(MOD, "cycle overran | took_ms=%" PRId64 " cycle_ms=%" PRId64, took_ms,
                              w->cycle_ms);
             }
+            wait_ms = w->cycle_ms - took_ms % w->cycle_ms;
+            pthread_mutex_lock(&w->mu);
+        } else if (w->an) {
+            /* A warm standby: when it takes over, its first cycle publishes
+             * without re-reading a day of history. */
+            pthread_mutex_unlock(&w->mu);
+            int64_t t0 = upm_clock_mono_ns();
+            if (analyzer_warm(w->an) != 0)
+                upm_log_debug(MOD, "standby refresh failed; retrying at the next tick");
+            int64_t took_ms = (upm_clock_mono_ns() - t0) / 1000000;
             wait_ms = w->cycle_ms - took_ms % w->cycle_ms;
             pthread_mutex_lock(&w->mu);
         }
