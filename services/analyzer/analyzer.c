@@ -35,7 +35,7 @@ const struct upm_config_key an_config_keys[] = {
      "What \"now\" is: wall = the wall clock; data = the newest second stored in events_1s (for "
      "simulations running faster than real time).",
      0},
-    {"settle", UPM_CFG_DURATION_MS, AOFF(settle_ms), "10s", 0, 3600000, NULL,
+    {"settle", UPM_CFG_DURATION_MS, AOFF(settle_ms), "10s", 0, 86400000, NULL,
      "How far behind \"now\" the analysis runs, so that late rows of a minute have arrived.", 0},
     {"max_segments", UPM_CFG_INT, AOFF(max_segments), "20", 1, 200, NULL,
      "Countries and origins (each) that get charts: the top ones by the last hour's volume.", 0},
@@ -103,10 +103,17 @@ struct exported {
     char *key;
 };
 
+#define SELLER_MAX_MIX 16
+
 struct seller_row {
     struct an_seller s;
     double score;
     unsigned reasons;
+    struct {
+        int g;    /* origin segment */
+        double w; /* the seller's events there today */
+    } mix[SELLER_MAX_MIX];
+    size_t nmix;
 };
 
 struct analyzer {
@@ -122,6 +129,10 @@ struct analyzer {
     int64_t trail_end;     /* minutes before this are fetched (exclusive end) */
     int64_t weekly_at;     /* now_min at the last weekly refresh; 0 = never */
     int64_t thresholds_at; /* now_min at the last threshold refresh; 0 = never */
+    /* per origin segment over the sellers' baseline days: tries, errors,
+     * ft_n, ft_sum_ms; and the day that was computed for */
+    double origin_base[HIST_MAX_SEGMENTS][4];
+    char origin_base_day[16];
     double new_sellers;
     bool have_new_sellers;
 
@@ -664,35 +675,41 @@ static int cmp_score(const void *a, const void *b)
 
 /*
  * Difference in differences for the seller scores: how each origin's
- * failure log-odds and mean full time moved from the trailing day to the
- * last hour, weighted by each seller's origin mix today. An origin-wide
- * incident then leaves its sellers' own-baseline scores where they were,
- * and a seller that fails alone still stands out. (Countries are not in
- * the per-company rollups, so a country-wide incident still shows in its
- * sellers' scores, damped by the failure floor.)
+ * failure log-odds and mean full time moved from the sellers' baseline days
+ * (the 30 days before today) to the last hour, weighted by each seller's origin mix today. An
+ * origin-wide incident then leaves its sellers' own-baseline scores where they were, and a seller
+ * that fails alone still stands out. (Countries are not in the per-company rollups, so a
+ * country-wide incident still shows in its sellers' scores, damped by the failure floor.)
  */
 static int seller_shifts(struct analyzer *an, struct seller_row *rows, size_t n, int64_t now_min,
-                         const char *today)
+                         const char *today, const char *start)
 {
-    size_t nseg = hist_nsegments(an->trail);
-    double shift[HIST_MAX_SEGMENTS], ratio[HIST_MAX_SEGMENTS];
-    for (size_t g = 0; g < nseg; g++) {
-        struct hist_counters now, base;
-        shift[g] = 0;
-        ratio[g] = 1;
-        if (hist_segment_at(an->trail, g)->dim != HIST_DIM_ORIGIN)
-            continue;
-        hist_sum(an->trail, g, now_min - 60, now_min, &now);
-        hist_sum(an->trail, g, now_min - 24 * 60, now_min - 60, &base);
-        double tn = now.v[HC_SAVES] + now.v[HC_ERRORS], tb = base.v[HC_SAVES] + base.v[HC_ERRORS];
-        if (tn >= (double)an->cfg.min_tries && tb >= (double)an->cfg.min_tries) {
-            double pn = now.v[HC_ERRORS] / tn, pb = base.v[HC_ERRORS] / tb;
-            if (pn > 0 && pn < 1 && pb > 0 && pb < 1)
-                shift[g] = log(pn / (1 - pn)) - log(pb / (1 - pb));
+    /* Each origin over the same 30 days as the sellers' own baselines (the
+     * reference of the difference), read once per day: a trailing window
+     * would already hold the incident being judged. */
+    if (strcmp(an->origin_base_day, today) != 0) {
+        upm_buf_reset(&an->sql);
+        upm_buf_printf(&an->sql,
+                       "SELECT origin, sumMerge(saves) + sumMerge(errors), sumMerge(errors), "
+                       "sumMerge(full_time_n), sumMerge(full_time_sum_ms) FROM "
+                       "%s.events_1d_company WHERE day >= '%s' AND day < '%s' GROUP BY origin "
+                       "FORMAT TabSeparated",
+                       an->db, start, today);
+        if (run_query(an, "origins_baseline") != 0)
+            return -1;
+        memset(an->origin_base, 0, sizeof(an->origin_base));
+        char *p = an->resp.data, *line;
+        while ((line = an_tsv_next_line(&p))) {
+            char *f[6];
+            if (an_tsv_split(line, f, 6) != 5)
+                continue;
+            int g = hist_segment(an->trail, HIST_DIM_ORIGIN, f[0]);
+            if (g < 0)
+                continue;
+            for (int k = 0; k < 4; k++)
+                an->origin_base[g][k] = an_tsv_num(f[1 + k]);
         }
-        if (now.v[HC_FT_N] >= 10 && base.v[HC_FT_N] >= 10 && base.v[HC_FT_SUM_MS] > 0)
-            ratio[g] =
-                (now.v[HC_FT_SUM_MS] / now.v[HC_FT_N]) / (base.v[HC_FT_SUM_MS] / base.v[HC_FT_N]);
+        snprintf(an->origin_base_day, sizeof(an->origin_base_day), "%s", today);
     }
     upm_buf_reset(&an->sql);
     upm_buf_printf(&an->sql,
@@ -704,11 +721,8 @@ static int seller_shifts(struct analyzer *an, struct seller_row *rows, size_t n,
     upm_buf_puts(&an->sql, ") GROUP BY company_id, origin FORMAT TabSeparated");
     if (run_query(an, "sellers_mix") != 0)
         return -1;
-    double *wsum = upm_calloc(n, sizeof(double));
-    for (size_t i = 0; i < n; i++) {
-        rows[i].s.shift_logit = 0;
-        rows[i].s.latency_ratio = 0;
-    }
+    for (size_t i = 0; i < n; i++)
+        rows[i].nmix = 0;
     char *p = an->resp.data, *line;
     while ((line = an_tsv_next_line(&p))) {
         char *f[4];
@@ -720,23 +734,50 @@ static int seller_shifts(struct analyzer *an, struct seller_row *rows, size_t n,
         if (g < 0 || !(w > 0))
             continue;
         for (size_t i = 0; i < n; i++) {
-            if (rows[i].s.company_id != id)
-                continue;
-            rows[i].s.shift_logit += w * shift[g];
-            rows[i].s.latency_ratio += w * ratio[g];
-            wsum[i] += w;
-            break;
+            if (rows[i].s.company_id == id && rows[i].nmix < SELLER_MAX_MIX) {
+                rows[i].mix[rows[i].nmix].g = g;
+                rows[i].mix[rows[i].nmix].w = w;
+                rows[i].nmix++;
+                break;
+            }
         }
     }
+    double min_tries = (double)an->cfg.min_tries;
     for (size_t i = 0; i < n; i++) {
-        if (wsum[i] > 0) {
-            rows[i].s.shift_logit /= wsum[i];
-            rows[i].s.latency_ratio /= wsum[i];
-        } else {
-            rows[i].s.latency_ratio = 1;
+        struct an_seller *sl = &rows[i].s;
+        double wtot = 0, sh = 0, ws = 0, ra = 0, wr = 0;
+        for (size_t k = 0; k < rows[i].nmix; k++)
+            wtot += rows[i].mix[k].w;
+        for (size_t k = 0; k < rows[i].nmix && wtot > 0; k++) {
+            int g = rows[i].mix[k].g;
+            double fr = rows[i].mix[k].w / wtot;
+            struct hist_counters now;
+            hist_sum(an->trail, (size_t)g, now_min - 60, now_min, &now);
+            const double *b = an->origin_base[g];
+            /* The seller's own share comes out of both sides: a big
+             * seller's storm must not become its origin's shift. Its
+             * figures are split across origins by its event mix today. */
+            double t = now.v[HC_SAVES] + now.v[HC_ERRORS] - fr * sl->tries;
+            double e = now.v[HC_ERRORS] - fr * sl->errors;
+            double tb = b[0] - fr * sl->base_tries, eb = b[1] - fr * sl->base_errors;
+            if (t >= min_tries && tb >= min_tries) {
+                double pn = e / t, pb = eb / tb;
+                if (pn > 0 && pn < 1 && pb > 0 && pb < 1) {
+                    sh += fr * (log(pn / (1 - pn)) - log(pb / (1 - pb)));
+                    ws += fr;
+                }
+            }
+            double fn = now.v[HC_FT_N] - fr * sl->ft_n,
+                   fs = now.v[HC_FT_SUM_MS] - fr * sl->ft_sum_ms;
+            double fnb = b[2] - fr * sl->base_ft_n, fsb = b[3] - fr * sl->base_ft_sum_ms;
+            if (fn >= 10 && fnb >= 10 && fs > 0 && fsb > 0) {
+                ra += fr * ((fs / fn) / (fsb / fnb));
+                wr += fr;
+            }
         }
+        sl->shift_logit = ws > 0 ? sh / ws : 0;
+        sl->latency_ratio = wr > 0 ? ra / wr : 1;
     }
-    free(wsum);
     return 0;
 }
 
@@ -822,7 +863,7 @@ static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row
             break;
         }
     }
-    if (seller_shifts(an, rows, n, now_min, today) != 0) {
+    if (seller_shifts(an, rows, n, now_min, today, start) != 0) {
         free(rows);
         return -1;
     }

@@ -331,7 +331,7 @@ double an_seller_score(const struct an_seller *s, const struct an_peers *peers, 
         }
     }
 
-    if (s->base_ft_n >= 2 && s->ft_n > 0) {
+    if (s->base_ft_n >= 2 && s->ft_n >= AN_SELLER_LATENCY_MIN_N) {
         double m0 = s->base_ft_sum_ms / s->base_ft_n;
         double var = (s->base_ft_sumsq_ms - s->base_ft_n * m0 * m0) / (s->base_ft_n - 1);
         /* Σx² − n·m² of a near-constant baseline can round below 0. */

@@ -123,18 +123,21 @@ struct an_seller {
 };
 
 /*
- * Absolute floor on the drift of a seller's own failure rate (3 percentage
+ * Absolute floor on the drift of a seller's own failure rate (2 percentage
  * points): an hour's rate wanders from the 30-day one by more than the
  * binomial noise of a big seller's tries, so without the floor a seller
  * with 10^5 tries/h alarms on a move of a few tenths of a point.
  */
-#define AN_SELLER_FAILURE_FLOOR 0.03
+#define AN_SELLER_FAILURE_FLOOR 0.02
 /* Days of history before the volume is judged: a shorter one has not seen
  * each hour of the day (or of the week) enough to give an hourly level. */
 #define AN_SELLER_VOLUME_MIN_DAYS 7
 /* Relative floor on the volume's σ (50 % of the hourly level): the λ used
  * is a daily mean, and the day/night swing around it is not an anomaly. */
 #define AN_SELLER_VOLUME_REL 0.5
+/* Successes the last hour needs before its mean full time is judged: full
+ * times are log-normal, and the mean of a handful is mostly its tail. */
+#define AN_SELLER_LATENCY_MIN_N 30
 /* Relative floor on the latency's σ (20 % of the baseline mean): load and
  * time of day move a seller's mean full time by more than the standard
  * error of an hour's mean. */

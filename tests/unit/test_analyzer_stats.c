@@ -521,26 +521,26 @@ static void test_seller_failure_own(void **state)
 {
     /* The marketplace runs at 5 % with sellers 5 points apart; this one
      * usually runs at 1 %: p0 = (600 + 100·0.05)/(60000 + 100) = 0.0100666.
-     * Now 3 %: (0.03 − p0)/√(p0(1−p0)/400 + 0.03²) = 0.655 — 2 points is
+     * Now 3 %: (0.03 − p0)/√(p0(1−p0)/400 + 0.02²) = 0.967 — 2 points is
      * within the drift floor (the binomial term alone made it 3.99). */
     const struct an_peers peers = {100000, 5000, 0.05};
     struct an_seller s = steady();
     s.base_errors = 600;
     s.errors = 12;
     unsigned r;
-    near("drift", score(&s, &peers, &r), 0.65543841611208, 1e-9);
+    near("drift", score(&s, &peers, &r), 0.967012996768, 1e-9);
     assert_int_equal(r, 0);
 
-    /* Now 15 %: (0.15 − p0)/√(2.4913e-5 + 9e-4) = 4.601200; vs peers it is
+    /* Now 15 %: (0.15 − p0)/√(2.4913e-5 + 4e-4) = 6.788464; vs peers it is
      * (0.15 − 0.05)/√(0.0475/400 + 0.05²) = 1.954, within the spread. */
     s.errors = 60;
-    near("jump", score(&s, &peers, &r), 4.6011995655281, 1e-9);
+    near("jump", score(&s, &peers, &r), 6.78846352489, 1e-9);
     assert_int_equal(r, AN_REASON_FAILURE_OWN);
 }
 
 /* A big seller: 10^5 tries/h at 2 % for 30 days, now at 4 %. The binomial
  * term is √(0.0196/10^5) = 0.00044, which alone made this 45σ; with the
- * floor it is 0.02/√(1.96e-7 + 9e-4) = 0.667 against both its own rate and
+ * floor it is 0.02/√(1.96e-7 + 4e-4) = 0.99976 against both its own rate and
  * peers at 2 % with a 3-point spread. */
 static void test_seller_big_drift(void **state)
 {
@@ -554,7 +554,7 @@ static void test_seller_big_drift(void **state)
     s.base_errors = 2000 * 720.0;
     unsigned r;
     double got = score(&s, &peers, &r);
-    near("big seller, 2 points up", got, 0.66659408592871, 1e-9);
+    near("big seller, 2 points up", got, 0.999755090001, 1e-9);
     if (!(got < 1))
         fail_msg("big seller 2 points above its own rate scores %.3f, want < 1", got);
     assert_int_equal(r, 0);
@@ -562,7 +562,7 @@ static void test_seller_big_drift(void **state)
 
 /* A failure storm: a seller that usually fails 60 % of its tries (no
  * peers, so p0 is its own 0.6) fails 92 % of 500:
- * 0.32/√(0.24/500 + 0.03²) = 0.32/√0.00138 = 8.614110. */
+ * 0.32/√(0.24/500 + 0.02²) = 0.32/√0.00088 = 10.787198. */
 static void test_seller_failure_storm(void **state)
 {
     const struct an_peers none = {0, 0, 0};
@@ -572,7 +572,7 @@ static void test_seller_failure_storm(void **state)
     s.errors = 460;
     unsigned r;
     double got = score(&s, &none, &r);
-    near("storm", got, 8.6141104329307, 1e-9);
+    near("storm", got, 10.7871977994, 1e-9);
     if (!(got > 8))
         fail_msg("failure storm 0.6 -> 0.92 scores %.3f, want > 8", got);
     assert_int_equal(r, AN_REASON_FAILURE_OWN);
@@ -597,8 +597,8 @@ static void test_seller_segment_shift(void **state)
     assert_int_equal(r, 0);
     s.shift_logit /= 2;
     got = score(&s, &none, &r);
-    /* p0 = expit(logit 0.6 + shift/2) = 0.806: z = 0.114/0.0348 = 3.27 */
-    near("half the shift", got, 3.275, 1e-3);
+    /* p0 = expit(logit 0.6 + shift/2) = 0.806: z = 0.114/0.0267 = 4.27 */
+    near("half the shift", got, 4.2718, 1e-3);
     assert_int_equal(r, AN_REASON_FAILURE_OWN);
 
     /* Latency: baseline mean 3000 ms, now 6000 ms over 400 successes. */
@@ -778,7 +778,7 @@ static void test_seller_new(void **state)
 {
     /* No history: p0 is the peers' rate. Against peers (no spread),
      * (0.10 − 0.02)/0.007 = 11.428571; against "own" the drift floor
-     * applies, 0.08/√(0.02·0.98/400 + 0.03²) = 2.597, below reason_z.
+     * applies, 0.08/√(0.02·0.98/400 + 0.02²) = 3.63, above reason_z too.
      * Volume and latency are skipped. */
     struct an_seller s;
     memset(&s, 0, sizeof(s));
@@ -790,7 +790,7 @@ static void test_seller_new(void **state)
     s.ft_sum_ms = 360 * 99999.0;
     unsigned r;
     near("new seller failing", score(&s, &peers2, &r), 0.08 / 0.007, 1e-9);
-    assert_int_equal(r, AN_REASON_FAILURE_PEERS);
+    assert_int_equal(r, AN_REASON_FAILURE_OWN | AN_REASON_FAILURE_PEERS);
     near("own component alone", an_seller_score(&s, &peers2, PRIOR, MIN, 2.5, &r), 0.08 / 0.007,
          1e-9);
     assert_int_equal(r, AN_REASON_FAILURE_OWN | AN_REASON_FAILURE_PEERS);
