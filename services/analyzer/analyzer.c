@@ -54,6 +54,10 @@ const struct upm_config_key an_config_keys[] = {
      "Width of the control limits in sigmas.", 0},
     {"ewma_lambda", UPM_CFG_DOUBLE, AOFF(ewma_lambda), "0.2", 0.01, 1, NULL,
      "Weight of the newest point in the EWMA charts.", 0},
+    {"min_effect", UPM_CFG_DOUBLE, AOFF(min_effect), "0.1", 0, 10, NULL,
+     "Latency and throughput limits lie at least this fraction of the centre away from it (a "
+     "statistically real 2 % move is not an incident).",
+     0},
     {"top_k", UPM_CFG_INT, AOFF(top_k), "20", 1, 1000, NULL,
      "Sellers exported by anomaly score (bounded label cardinality).", 0},
     {"seller_alert_score", UPM_CFG_DOUBLE, AOFF(seller_alert_score), "8", 0, 1e6, NULL,
@@ -961,6 +965,23 @@ static int baseline(struct analyzer *an, enum chart c, size_t seg, int64_t now_m
     return s->len >= (size_t)an->cfg.min_baseline_points ? 2 : 0;
 }
 
+/*
+ * Limits at least min_effect × centre from the centre. A big segment's
+ * limits are tight enough to flag a 2 % move that is real but not worth
+ * anyone's night, and a small segment's mean full time is the mean of a
+ * long-tailed distribution whose MAD understates its upper swings.
+ */
+static void widen(struct an_limits *l, double min_effect)
+{
+    if (isnan(l->centre) || !(min_effect > 0))
+        return;
+    double d = fabs(l->centre) * min_effect;
+    if (l->ucl < l->centre + d)
+        l->ucl = l->centre + d;
+    if (l->lcl > l->centre - d)
+        l->lcl = l->centre - d > 0 ? l->centre - d : 0;
+}
+
 static void build_chart(struct analyzer *an, enum chart c, size_t seg, int64_t now_min, int64_t wm,
                         struct sample *s, struct chart_out *o)
 {
@@ -1016,6 +1037,8 @@ static void build_chart(struct analyzer *an, enum chart c, size_t seg, int64_t n
         run[nrun++] = tile_value(c, &t, wm, 1);
     }
     o->ewma = an_ewma(run, nrun, an->cfg.ewma_lambda, centre, sigma, k, 0, &o->ewma_lim);
+    widen(&o->lim, an->cfg.min_effect);
+    widen(&o->ewma_lim, an->cfg.min_effect);
     o->we = an_western_electric(run + nrun - RUN_POINTS, RUN_POINTS, centre, sigma, &o->dir);
 }
 

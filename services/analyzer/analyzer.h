@@ -34,6 +34,7 @@ struct an_config {
     int64_t min_baseline_points;
     double limit_sigmas;
     double ewma_lambda;
+    double min_effect;
     int64_t top_k;
     double seller_alert_score;
     double seller_reason_z;
