@@ -24,6 +24,10 @@
 #include "upmon/lease.h"
 #include "upmon/log.h"
 
+#include "analyzer.h"
+#include "ingest.h"
+#include "sim.h"
+
 #define BEGIN_MARK "<!-- config-reference:begin -->\n"
 #define END_MARK   "<!-- config-reference:end -->"
 
@@ -35,6 +39,9 @@ static char *render(void)
     static struct upm_ch_config ch_cfg;
     static struct upm_k8s_config k8s_cfg;
     static struct upm_lease_config lease_cfg;
+    static struct sim_config sim_cfg;
+    static struct ing_config ing_cfg;
+    static struct an_config an_cfg;
     const struct upm_config_section sections[] = {
         {"log", upm_log_config_keys, upm_log_config_nkeys, &log_cfg},
         {"http", upm_httpd_config_keys, upm_httpd_config_nkeys, &http_cfg},
@@ -42,6 +49,10 @@ static char *render(void)
         {"clickhouse", upm_ch_config_keys, upm_ch_config_nkeys, &ch_cfg},
         {"k8s", upm_k8s_config_keys, upm_k8s_config_nkeys, &k8s_cfg},
         {"lease", upm_lease_config_keys, upm_lease_config_nkeys, &lease_cfg},
+        /* The services' own sections (each service reads only its own). */
+        {"simulator", sim_config_keys, sim_config_nkeys, &sim_cfg},
+        {"ingest", ing_config_keys, ing_config_nkeys, &ing_cfg},
+        {"analyzer", an_config_keys, an_config_nkeys, &an_cfg},
     };
     char *text = NULL;
     size_t len = 0;
