@@ -1009,10 +1009,18 @@ static void build_chart(struct analyzer *an, enum chart c, size_t seg, int64_t n
     int64_t npts = c == CH_FAILURE ? RUN_POINTS : EWMA_POINTS;
     double centre, sigma;
     if (c == CH_FAILURE) {
-        double pbar;
-        double sz = an_laney_sigma_z(s->x, s->n, s->len, &pbar);
-        if (isnan(pbar))
+        double pooled;
+        double sz = an_laney_sigma_z(s->x, s->n, s->len, &pooled);
+        if (isnan(pooled))
             return;
+        /* The centre is the median of the baseline windows' rates, not the
+         * pooled rate: a trailing day that already holds hours of the
+         * incident being judged must not drag the centre up with it. */
+        double tmp[2048];
+        memcpy(tmp, s->v, s->len * sizeof(double));
+        double pbar = an_median(tmp, s->len);
+        if (isnan(pbar))
+            pbar = pooled;
         if (cur_tries >= min_tries)
             o->lim = an_p_chart(pbar, cur_tries, sz, k);
         else
