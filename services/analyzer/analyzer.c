@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,11 @@ struct analyzer {
     int64_t trail_end;     /* minutes before this are fetched (exclusive end) */
     int64_t weekly_at;     /* now_min at the last weekly refresh; 0 = never */
     int64_t thresholds_at; /* now_min at the last threshold refresh; 0 = never */
+    /* now_min of the last published analysis (0 = none, or withdrawn):
+     * windows are whole minutes, so a cycle within the same minute has
+     * nothing new to say. Atomic: analyzer_clear runs on the elector's
+     * thread. */
+    _Atomic int64_t analysed_min;
     /* per origin segment over the sellers' baseline days: tries, errors,
      * ft_n, ft_sum_ms; and the day that was computed for */
     double origin_base[HIST_MAX_SEGMENTS][4];
@@ -140,7 +146,7 @@ struct analyzer {
     double new_sellers;
     bool have_new_sellers;
 
-    /* attempt-time thresholds (mean + 3σ over the trailing day) per segment */
+    /* attempt-time thresholds (mean + 3σ of the last 1h window) per segment */
     double thr[HIST_MAX_SEGMENTS];
 
     struct detail det[NWIN][HIST_MAX_SEGMENTS];
@@ -284,7 +290,7 @@ static void register_metrics(struct analyzer *an)
                              "Share of the attempts that went live at their first try.", NULL);
     an->m_beyond = stat_gauge(an, "upmon_beyond_3sigma_share",
                               "Share of attempts whose attempt time exceeds the segment's "
-                              "trailing-day mean + 3 sigma.",
+                              "mean + 3 sigma over the previous hour.",
                               NULL);
     an->m_media = stat_gauge(an, "upmon_media", "Media links in the window by kind.", "kind");
     an->m_su = stat_gauge(an, "upmon_sellers_unique", "Distinct sellers in the window.", NULL);
@@ -428,6 +434,7 @@ static void sweep(struct analyzer *an)
 
 void analyzer_clear(struct analyzer *an)
 {
+    atomic_store(&an->analysed_min, 0);
     for (size_t i = 0; i < an->nstat; i++)
         upm_prom_metric_clear(an->stat_metrics[i]);
     free_exported(an->prev, an->nprev);
@@ -561,10 +568,11 @@ static int fetch_window_detail(struct analyzer *an, int w, int64_t from_min, int
  * Attempts that went live in [from_min, to_min): per segment, for the three
  * windows ending at to_min (the 1h one is the whole range). Their first
  * event is looked up attempt_horizon back; the IN on the primary-key tuple
- * keeps the attempts table read to the attempts concerned. With thresholds
- * = false the result gives the trailing-day mean/σ used as thresholds.
+ * keeps the attempts table read to the attempts concerned. The 1h
+ * window's mean + 3σ per segment becomes the next cycles' threshold for
+ * "beyond 3σ".
  */
-static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min, bool windows3)
+static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min)
 {
     int64_t from_s = from_min * 60, to_s = to_min * 60;
     int64_t h_s = an->cfg.attempt_horizon_ms / 1000;
@@ -575,9 +583,9 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
     struct upm_buf *b = &an->sql;
     upm_buf_reset(b);
     upm_buf_puts(b, "SELECT tupleElement(seg, 1) AS d, tupleElement(seg, 2) AS s");
-    int nw = windows3 ? NWIN : 1;
+    int nw = NWIN;
     for (int w = 0; w < nw; w++) {
-        int64_t wf = windows3 ? (to_min - windows[w].minutes) * 60 : from_s;
+        int64_t wf = (to_min - windows[w].minutes) * 60;
         char cond[64];
         snprintf(cond, sizeof(cond), "sts >= %" PRId64 "000000000", wf);
         upm_buf_printf(b,
@@ -585,7 +593,7 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
                        "quantilesIf(0.5, 0.95, 0.99)(t, %s), avgIf(tries, %s), "
                        "avgIf(tries = 1, %s)",
                        cond, cond, cond, cond, cond, cond);
-        if (windows3) {
+        {
             /* No threshold known yet: nothing counts as beyond (multiIf
              * needs at least one condition). */
             size_t nthr = 0;
@@ -620,12 +628,15 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
                    "ARRAY JOIN [('all', 'all'), ('country', toString(country)), "
                    "('origin', origin)] AS seg GROUP BY d, s FORMAT TabSeparated",
                    an->db, dh, d1, an->db, d0, d1, from_s, to_s, from_s, to_s);
-    if (run_query(an, windows3 ? "attempts" : "attempt_thresholds") != 0)
+    if (run_query(an, "attempts") != 0)
         return -1;
+    double next_thr[HIST_MAX_SEGMENTS];
+    for (size_t i = 0; i < HIST_MAX_SEGMENTS; i++)
+        next_thr[i] = NAN;
     char *p = an->resp.data, *line;
     while ((line = an_tsv_next_line(&p))) {
         char *f[40];
-        size_t per = windows3 ? 7 : 6;
+        size_t per = 7;
         if (an_tsv_split(line, f, 40) != 2 + per * (size_t)nw)
             continue;
         int s = seg_of(an, f[0], f[1]);
@@ -633,11 +644,6 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
             continue;
         for (int w = 0; w < nw; w++) {
             char **g = f + 2 + per * (size_t)w;
-            if (!windows3) {
-                double mean = an_tsv_num(g[1]), sd = an_tsv_num(g[2]);
-                an->thr[s] = an_tsv_num(g[0]) >= 2 ? mean + 3 * sd : NAN;
-                continue;
-            }
             struct detail *d = &an->det[w][s];
             d->have_att = true;
             d->att_n = an_tsv_num(g[0]);
@@ -647,8 +653,12 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min,
             d->att_tries = an_tsv_num(g[4]);
             d->att_first = an_tsv_num(g[5]);
             d->att_beyond = d->att_n > 0 && !isnan(an->thr[s]) ? an_tsv_num(g[6]) / d->att_n : NAN;
+            /* The next cycles' threshold: this hour's mean + 3σ. */
+            if (w == NWIN - 1)
+                next_thr[s] = d->att_n >= 2 ? d->att_mean + 3 * d->att_sd : NAN;
         }
     }
+    memcpy(an->thr, next_thr, sizeof(an->thr));
     return 0;
 }
 
@@ -1358,10 +1368,6 @@ static int refresh_history(struct analyzer *an, int64_t now_min, int64_t now_s)
         every = 1;
     if (an->thresholds_at == 0 || now_min < an->thresholds_at ||
         now_min - an->thresholds_at >= every) {
-        for (size_t i = 0; i < HIST_MAX_SEGMENTS; i++)
-            an->thr[i] = NAN;
-        if (fetch_attempts(an, now_min - 24 * 60, now_min, false) != 0)
-            return -1;
         if (fetch_new_sellers(an, now_s) != 0)
             return -1;
         an->thresholds_at = now_min;
@@ -1377,7 +1383,7 @@ static int refresh_windows(struct analyzer *an, int64_t now_min)
         if (fetch_window_detail(an, w, now_min - windows[w].minutes, now_min) != 0)
             return -1;
     }
-    return fetch_attempts(an, now_min - 60, now_min, true);
+    return fetch_attempts(an, now_min - 60, now_min);
 }
 
 /* "Now" of the analysis, in seconds; 0 with *now_s = 0 when the data clock
@@ -1419,6 +1425,11 @@ int analyzer_cycle(struct analyzer *an)
         return 0;
     }
     int64_t now_min = now_s / 60; /* windows end at the current minute's start */
+    if (now_min == atomic_load(&an->analysed_min)) {
+        upm_prom_set(an->s_last, (double)upm_clock_real_ns() / 1e9);
+        upm_prom_inc(an->s_cycles_ok, 1);
+        return 0;
+    }
 
     if (refresh_history(an, now_min, now_s) != 0 || refresh_windows(an, now_min) != 0)
         goto fail;
@@ -1472,6 +1483,7 @@ int analyzer_cycle(struct analyzer *an)
         upm_prom_set(an->s_data_time, (double)(now_min * 60));
         upm_prom_set(an->s_dropped, (double)hist_dropped_segments(an->trail));
         published = true;
+        atomic_store(&an->analysed_min, now_min);
         an->gate(an->gate_opaque, false);
     }
     free(s);
