@@ -18,7 +18,7 @@ midnight and every seller has a previous day as its own baseline):
 During the recovery the leading analyzer is SIGKILLed; the standby takes over.
 
 `for:` clauses count wall time, so the incidents last INC_H simulated hours =
-INC_H * 3600 / S wall seconds (4.5 minutes at the defaults), which is longer than
+INC_H * 3600 / S wall seconds (4 minutes at the defaults), which is longer than
 `for:` plus detection plus Alertmanager's group_wait.
 
 Why flat seasonality: with less than two weeks of history the charts' baseline
@@ -26,7 +26,7 @@ is the trailing day (design.md section 4), which cannot model a daily cycle;
 the limits then span the whole cycle and a 90 % drop in one country would
 stay inside them. The weekly baseline is what handles seasonality.
 
-Knobs (env): UPMON_TEST_ANALYZER_SPEED (120), UPMON_TEST_ANALYZER_CALM_HOURS (10).
+Knobs (env): UPMON_TEST_ANALYZER_SPEED (120), UPMON_TEST_ANALYZER_CALM_HOURS (12).
 """
 import datetime
 import http.server
@@ -49,8 +49,8 @@ from test_lease import write_kubeconfig
 from test_stack import kafka_java
 
 SPEED = float(os.environ.get("UPMON_TEST_ANALYZER_SPEED", "120"))
-CALM_H = float(os.environ.get("UPMON_TEST_ANALYZER_CALM_HOURS", "10"))
-INC_H = 9.0
+CALM_H = float(os.environ.get("UPMON_TEST_ANALYZER_CALM_HOURS", "12"))
+INC_H = 8.0
 REC_H = 3.0
 END_H = CALM_H + INC_H + REC_H
 ATTEMPT_RATE = 20  # attempts per simulated second (~50 events/s)
@@ -180,7 +180,9 @@ class Scenario:
         return env
 
     def setup(self):
-        for t, parts in ((self.topic, 6), (self.dlq, 1)):
+        # Two partitions: at 120x a wall second of ingest delay is two simulated
+        # minutes, and fewer, larger blocks keep ingest's delay short.
+        for t, parts in ((self.topic, 2), (self.dlq, 1)):
             r = kafka_java(self.stack, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server",
                            self.env["UPMON_KAFKA_BROKERS"], "--create", "--topic", t,
                            "--partitions", str(parts), "--replication-factor", "1")
@@ -207,6 +209,7 @@ class Scenario:
         env = self.base_env()
         env.update({"UPMON_KAFKA_GROUP_ID": self.group, "UPMON_INGEST_SHARDS": shards,
                     "UPMON_INGEST_CDN_HOSTS": "cdn.upmon.example",
+                    "UPMON_INGEST_BATCH_AGE": "1s",
                     "UPMON_HTTP_PORT": str(PORT_INGEST)})
         self.spawn("ingest", [build_bin("upmon-ingest")], env)
 
@@ -221,8 +224,8 @@ class Scenario:
             "UPMON_LEASE_RETRY_PERIOD": "%ds" % RETRY_S,
             "UPMON_ANALYZER_CYCLE": CYCLE, "UPMON_ANALYZER_CLOCK": "data",
             # At speed S a wall second of ingest delay is S seconds of data
-            # time: analyse 20 simulated minutes behind the newest row.
-            "UPMON_ANALYZER_SETTLE": "20m",
+            # time: analyse 30 simulated minutes (15 s) behind the newest row.
+            "UPMON_ANALYZER_SETTLE": "30m",
             # Thresholds and new sellers once per simulated hour (30 s wall).
             "UPMON_ANALYZER_BASELINE_REFRESH": "60m",
         })
@@ -356,11 +359,11 @@ class Scenario:
             lambda: run_stack("up", "--alert-webhook", "", state=self.stack["state"],
                               timeout=300),
             lambda: self.hook.close() if hasattr(self, "hook") else None,
-            lambda: self.ch.query("DROP DATABASE IF EXISTS %s ON CLUSTER %s"
-                                  % (self.db, self.env["UPMON_CLICKHOUSE_CLUSTER"]), timeout=300),
-        ] + [lambda t=t: kafka_java(self.stack, "org.apache.kafka.tools.TopicCommand",
-                                    "--bootstrap-server", self.env["UPMON_KAFKA_BROKERS"],
-                                    "--delete", "--topic", t) for t in (self.topic, self.dlq)]
+        ] + [lambda ch=ch: ch.query("DROP DATABASE IF EXISTS %s" % self.db, timeout=300)
+             for ch in self.topology.values()] + [
+            lambda t=t: kafka_java(self.stack, "org.apache.kafka.tools.TopicCommand",
+                                   "--bootstrap-server", self.env["UPMON_KAFKA_BROKERS"],
+                                   "--delete", "--topic", t) for t in (self.topic, self.dlq)]
         errors = []
         for step in steps:  # every step runs; the first failure is reported
             try:
@@ -419,10 +422,10 @@ def test_incident_fires_through_alertmanager_and_resolves(scenario, name, alert,
     assert firing, "%s never reached the webhook for %s=%s; received: %s" % (
         alert, label, value, sorted({(a["labels"].get("alertname"), a["labels"].get(label),
                                       a["status"]) for _, a in scenario.hook.alerts(scenario.wall0)}))
-    # Bound: the for: (2 m) + detection (settle, and the seller's hour
-    # filling: about 50 simulated minutes) + cycle, scrape and evaluation
-    # (10 s) + group_wait (10 s) + margin for a loaded machine (60 s).
-    bound = 120 + 50 * 60 / SPEED + 20 + 60
+    # Bound: the for: (2 m) + detection (settle 30 simulated minutes, the
+    # seller's hour filling about 50) + cycle, scrape and evaluation (10 s) +
+    # group_wait (10 s) + margin for a loaded machine (60 s).
+    bound = 120 + 80 * 60 / SPEED + 20 + 60
     assert firing[0] - start_wall <= bound, (firing[0] - start_wall, bound)
     assert firing[0] < end_wall + 30, "fired only after the incident ended"
     resolved = [t for t, a in got if a["status"] == "resolved" and t > firing[0]]
