@@ -25,7 +25,7 @@
 
 static struct hist_counters row(double base)
 {
-    struct hist_counters c;
+    struct hist_counters c = {{0}};
     for (int k = 0; k < HC_COUNT; k++)
         c.v[k] = base * (k + 1);
     return c;
@@ -57,8 +57,10 @@ static void expect_sum(const struct hist *h, size_t seg, int64_t from, int64_t t
 static void expect_segment(const struct hist *h, size_t i, enum hist_dim dim, const char *value)
 {
     const struct hist_segment *s = hist_segment_at(h, i);
-    if (!s)
+    if (!s) {
         fail_msg("segment %zu missing (%zu segments)", i, hist_nsegments(h));
+        return;
+    }
     if (s->dim != dim || strcmp(s->value, value) != 0)
         fail_msg("segment %zu is %s=%s, want %s=%s", i, hist_dim_name(s->dim), s->value,
                  hist_dim_name(dim), value);
