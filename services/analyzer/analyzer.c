@@ -45,10 +45,7 @@ const struct upm_config_key an_config_keys[] = {
     {"baseline_weeks", UPM_CFG_INT, AOFF(baseline_weeks), "4", 0, 12, NULL,
      "Past weeks whose same hour-of-week forms the baseline (0 = trailing day only).", 0},
     {"baseline_refresh", UPM_CFG_DURATION_MS, AOFF(baseline_refresh_ms), "10m", 1000, 86400000,
-     NULL,
-     "How often the weekly baseline, the attempt-time thresholds and the new-seller count are "
-     "re-read.",
-     0},
+     NULL, "How often (in the analysis' own time) the new-seller count is re-read.", 0},
     {"min_baseline_points", UPM_CFG_INT, AOFF(min_baseline_points), "3", 2, 10000, NULL,
      "Baseline points a chart needs before it gets limits (fewer: no limits, no alert).", 0},
     {"limit_sigmas", UPM_CFG_DOUBLE, AOFF(limit_sigmas), "3", 1, 10, NULL,
@@ -96,7 +93,7 @@ static const char *const chart_names[NCHART] = {"failure_rate", "latency", "thro
 /* Per window and segment: what the window-detail and attempt queries gave. */
 struct detail {
     bool have;
-    double attempts_uniq, sellers_uniq;
+    double sellers_uniq;
     double ft_q[3]; /* p50, p95, p99 in ms */
     bool have_att;
     double att_n, att_mean, att_sd, att_q[3], att_tries, att_first, att_beyond;
@@ -153,6 +150,7 @@ struct analyzer {
     bool chosen[HIST_MAX_SEGMENTS];
 
     struct upm_buf sql, resp, rows, srows;
+    char row_date[16], row_datetime[32]; /* the cycle's "now" as written in result rows */
 
     struct exported *prev, *cur;
     size_t nprev, ncur, capcur;
@@ -537,9 +535,9 @@ static int fetch_window_detail(struct analyzer *an, int64_t to_min)
         snprintf(cond, sizeof(cond), "ts >= toDateTime(%" PRId64 ")",
                  (to_min - windows[w].minutes) * 60);
         upm_buf_printf(&an->sql,
-                       ", uniqMergeIf(attempts, %s), uniqMergeIf(sellers, %s), "
+                       ", uniqMergeIf(sellers, %s), "
                        "quantilesTDigestIfMergeIf(0.5, 0.9, 0.95, 0.99)(full_time_q_ms, %s)",
-                       cond, cond, cond);
+                       cond, cond);
     }
     upm_buf_printf(&an->sql,
                    " FROM %s.events_1s ARRAY JOIN [('all', 'all'), ('country', "
@@ -551,22 +549,21 @@ static int fetch_window_detail(struct analyzer *an, int64_t to_min)
         return -1;
     char *p = an->resp.data, *line;
     while ((line = an_tsv_next_line(&p))) {
-        char *f[2 + 3 * NWIN + 1];
-        if (an_tsv_split(line, f, 2 + 3 * NWIN + 1) != 2 + 3 * NWIN)
+        char *f[2 + 2 * NWIN + 1];
+        if (an_tsv_split(line, f, 2 + 2 * NWIN + 1) != 2 + 2 * NWIN)
             continue;
         int s = seg_of(an, f[0], f[1]);
         if (s < 0)
             continue;
         for (int w = 0; w < NWIN; w++) {
-            char **g = f + 2 + 3 * w;
+            char **g = f + 2 + 2 * w;
             struct detail *d = &an->det[w][s];
             double q[4];
-            an_tsv_array(g[2], q, 4);
+            an_tsv_array(g[1], q, 4);
             /* A segment without rows in a shorter window merges nothing:
              * uniq gives 0 and the quantiles nan; keep it "not available". */
-            d->have = an_tsv_num(g[1]) > 0;
-            d->attempts_uniq = an_tsv_num(g[0]);
-            d->sellers_uniq = an_tsv_num(g[1]);
+            d->sellers_uniq = an_tsv_num(g[0]);
+            d->have = d->sellers_uniq > 0;
             d->ft_q[0] = q[0];
             d->ft_q[1] = q[2];
             d->ft_q[2] = q[3];
@@ -691,6 +688,14 @@ static int fetch_new_sellers(struct analyzer *an, int64_t now_s)
     return 0;
 }
 
+/* ",id,id,…" of the sellers, for an IN on the per-company rollups (company_id
+ * leads their keys). */
+static void put_company_ids(struct upm_buf *b, const struct seller_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        upm_buf_printf(b, "%s%" PRIu64, i ? "," : "", rows[i].s.company_id);
+}
+
 static int cmp_score(const void *a, const void *b)
 {
     const struct seller_row *x = a, *y = b;
@@ -742,8 +747,7 @@ static int seller_shifts(struct analyzer *an, struct seller_row *rows, size_t n,
                    "SELECT company_id, origin, countMerge(events) FROM %s.events_1d_company "
                    "WHERE day = '%s' AND company_id IN (",
                    an->db, today);
-    for (size_t i = 0; i < n; i++)
-        upm_buf_printf(&an->sql, "%s%" PRIu64, i ? "," : "", rows[i].s.company_id);
+    put_company_ids(&an->sql, rows, n);
     upm_buf_puts(&an->sql, ") GROUP BY company_id, origin FORMAT TabSeparated");
     if (run_query(an, "sellers_mix") != 0)
         return -1;
@@ -862,8 +866,7 @@ static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row
                    "sumMerge(full_time_sum_ms), sumMerge(full_time_sumsq_ms) FROM "
                    "%s.events_1d_company WHERE day >= '%s' AND day < '%s' AND company_id IN (",
                    an->db, start, today);
-    for (size_t i = 0; i < n; i++)
-        upm_buf_printf(&an->sql, "%s%" PRIu64, i ? "," : "", rows[i].s.company_id);
+    put_company_ids(&an->sql, rows, n);
     upm_buf_puts(&an->sql, ") GROUP BY company_id FORMAT TabSeparated");
     if (run_query(an, "sellers_baseline") != 0) {
         free(rows);
@@ -1078,7 +1081,6 @@ static void build_chart(struct analyzer *an, enum chart c, size_t seg, int64_t n
 struct pubctx {
     struct analyzer *an;
     const char *w, *dim, *seg;
-    int64_t ts;
 };
 
 static void row(struct pubctx *p, const char *metric, double value, const struct an_limits *l,
@@ -1087,11 +1089,8 @@ static void row(struct pubctx *p, const char *metric, double value, const struct
     struct analyzer *an = p->an;
     if (!an->cfg.write_results || isnan(value))
         return;
-    char d[16], dt[32];
-    fmt_date(p->ts, d, sizeof(d));
-    fmt_datetime(p->ts, dt, sizeof(dt));
     struct upm_buf *b = &an->rows;
-    upm_buf_printf(b, "%s\t%s\t", d, dt);
+    upm_buf_printf(b, "%s\t%s\t", an->row_date, an->row_datetime);
     an_tsv_put(b, p->w);
     upm_buf_putc(b, '\t');
     an_tsv_put(b, p->dim);
@@ -1159,7 +1158,7 @@ static void publish_segment(struct analyzer *an, int w, size_t seg, int64_t now_
 {
     const struct hist_segment *sg = hist_segment_at(an->trail, seg);
     int64_t wm = windows[w].minutes;
-    struct pubctx p = {an, windows[w].name, hist_dim_name(sg->dim), sg->value, now_min * 60};
+    struct pubctx p = {an, windows[w].name, hist_dim_name(sg->dim), sg->value};
     struct hist_counters t;
     hist_sum(an->trail, seg, now_min - wm, now_min, &t);
     double secs = (double)(wm * 60);
@@ -1256,12 +1255,9 @@ static void choose_segments(struct analyzer *an, int64_t now_min)
     }
 }
 
-static void publish_sellers(struct analyzer *an, struct seller_row *rows, size_t n, int64_t now_min,
+static void publish_sellers(struct analyzer *an, struct seller_row *rows, size_t n,
                             double peers_rate)
 {
-    char d[16], dt[32];
-    fmt_date(now_min * 60, d, sizeof(d));
-    fmt_datetime(now_min * 60, dt, sizeof(dt));
     gset(an, an->m_sthr, NULL, 0, an->cfg.seller_alert_score);
     for (size_t i = 0; i < n; i++) {
         const struct seller_row *r = &rows[i];
@@ -1285,7 +1281,7 @@ static void publish_sellers(struct analyzer *an, struct seller_row *rows, size_t
         if (!an->cfg.write_results)
             continue;
         struct upm_buf *b = &an->srows;
-        upm_buf_printf(b, "%s\t%s\t%s\t%zu\t", d, dt, id, i + 1);
+        upm_buf_printf(b, "%s\t%s\t%s\t%zu\t", an->row_date, an->row_datetime, id, i + 1);
         an_tsv_put_num(b, r->score);
         upm_buf_putc(b, '\t');
         for (unsigned bit = 1, first = 1; bit <= AN_REASON_LATENCY_OWN; bit <<= 1) {
@@ -1473,6 +1469,8 @@ int analyzer_cycle(struct analyzer *an)
     choose_segments(an, now_min);
     upm_buf_reset(&an->rows);
     upm_buf_reset(&an->srows);
+    fmt_date(now_min * 60, an->row_date, sizeof(an->row_date));
+    fmt_datetime(now_min * 60, an->row_datetime, sizeof(an->row_datetime));
     struct sample *s = upm_malloc(sizeof(*s));
     bool published = false;
     if (an->gate(an->gate_opaque, true)) {
@@ -1482,13 +1480,12 @@ int analyzer_cycle(struct analyzer *an)
                     publish_segment(an, w, seg, now_min, s);
             }
         }
-        struct pubctx p = {an, "today", "all", "all", now_min * 60};
+        struct pubctx p = {an, "today", "all", "all"};
         if (an->have_new_sellers) {
             put(&p, an->m_sn, an->new_sellers);
             row(&p, "sellers_new", an->new_sellers, NULL, 0, 0);
         }
-        publish_sellers(an, sellers, nsellers, now_min,
-                        peers.tries > 0 ? peers.errors / peers.tries : NAN);
+        publish_sellers(an, sellers, nsellers, peers.tries > 0 ? peers.errors / peers.tries : NAN);
         sweep(an);
         upm_prom_set(an->s_data_time, (double)(now_min * 60));
         upm_prom_set(an->s_dropped, (double)hist_dropped_segments(an->trail));

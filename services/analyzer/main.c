@@ -124,7 +124,7 @@ static void *worker_main(void *arg)
             }
             wait_ms = w->cycle_ms - took_ms % w->cycle_ms;
             pthread_mutex_lock(&w->mu);
-        } else if (w->an) {
+        } else {
             /* A warm standby: when it takes over, its first cycle publishes
              * without re-reading a day of history. */
             pthread_mutex_unlock(&w->mu);
