@@ -67,7 +67,8 @@ const struct upm_config_key an_config_keys[] = {
     {"seller_min_tries", UPM_CFG_INT, AOFF(seller_min_tries), "30", 1, 1e9, NULL,
      "Tries in the last hour a seller needs to be scored.", 0},
     {"attempt_horizon", UPM_CFG_DURATION_MS, AOFF(attempt_horizon_ms), "6h", 60000, 604800000, NULL,
-     "Longest attempt considered: its first event is looked up this far back.", 0},
+     "Longest attempt considered: its other events are looked up this far before (and after) "
+     "the window.", 0},
     {"write_results", UPM_CFG_BOOL, AOFF(write_results), "true", NONE, NULL,
      "Write every statistic to analyzer_stats and seller_scores.", 0},
 };
@@ -517,10 +518,11 @@ static int seg_of(struct analyzer *an, const char *dim, const char *value)
 
 /*
  * Quantile and uniq states of the three windows, per segment, in one pass
- * over the last hour of events_1s: the segments come from an ARRAY JOIN and
+ * over the last hour of events_1m: the segments come from an ARRAY JOIN and
  * each window is a -MergeIf on its start. (Three UNION ALL queries per
  * window read the same granules nine times: 3.7 s against 0.85 s at 1,000
- * events/s in tests/bench/analyzer.)
+ * events/s in tests/bench/analyzer; per-minute states instead of
+ * per-second ones merge 60 times fewer.)
  */
 static int fetch_window_detail(struct analyzer *an, int64_t to_min)
 {
@@ -532,7 +534,7 @@ static int fetch_window_detail(struct analyzer *an, int64_t to_min)
     upm_buf_puts(&an->sql, "SELECT tupleElement(seg, 1) AS d, tupleElement(seg, 2) AS s");
     for (int w = 0; w < NWIN; w++) {
         char cond[64];
-        snprintf(cond, sizeof(cond), "ts >= toDateTime(%" PRId64 ")",
+        snprintf(cond, sizeof(cond), "minute >= toDateTime(%" PRId64 ")",
                  (to_min - windows[w].minutes) * 60);
         upm_buf_printf(&an->sql,
                        ", uniqMergeIf(sellers, %s), "
@@ -540,10 +542,10 @@ static int fetch_window_detail(struct analyzer *an, int64_t to_min)
                        cond, cond);
     }
     upm_buf_printf(&an->sql,
-                   " FROM %s.events_1s ARRAY JOIN [('all', 'all'), ('country', "
+                   " FROM %s.events_1m ARRAY JOIN [('all', 'all'), ('country', "
                    "toString(country)), ('origin', origin)] AS seg WHERE event_date >= '%s' AND "
-                   "event_date <= '%s' AND ts >= toDateTime(%" PRId64
-                   ") AND ts < toDateTime(%" PRId64 ") GROUP BY d, s FORMAT TabSeparated",
+                   "event_date <= '%s' AND minute >= toDateTime(%" PRId64
+                   ") AND minute < toDateTime(%" PRId64 ") GROUP BY d, s FORMAT TabSeparated",
                    an->db, d0, d1, from_min * 60, to_min * 60);
     if (run_query(an, "detail") != 0)
         return -1;
@@ -574,21 +576,24 @@ static int fetch_window_detail(struct analyzer *an, int64_t to_min)
 
 /*
  * Attempts that went live in [from_min, to_min): per segment, for the three
- * windows ending at to_min (the 1h one is the whole range). Their first
- * event is looked up attempt_horizon back; the IN on attempt_id alone keeps
- * the attempts table read to the attempts concerned (measured: the 4-column
- * key tuple made the same IN twice as slow on 18.16). The 1h
- * window's mean + 3σ per segment becomes the next cycles' threshold for
- * "beyond 3σ".
+ * windows ending at to_min (the 1h one is the whole range). Read from
+ * attempt_events (time-ordered, 8-byte attempt hashes): the range's created
+ * events name the attempts, and their other events are looked up
+ * attempt_horizon before the range and as long after it (an attempt's events
+ * all count, as in the attempts rollup). Over `attempts`, whose day is
+ * ordered by seller and attempt id, the same lookup scanned whole days
+ * (3.0 s at 1,000 events/s in tests/bench/analyzer). The 1h window's mean +
+ * 3σ per segment becomes the next cycles' threshold for "beyond 3σ".
  */
 static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min)
 {
     int64_t from_s = from_min * 60, to_s = to_min * 60;
     int64_t h_s = an->cfg.attempt_horizon_ms / 1000;
-    char d0[16], d1[16], dh[16];
+    char d0[16], d1[16], dh[16], dt[16];
     fmt_date(from_s, d0, sizeof(d0));
     fmt_date(to_s - 1, d1, sizeof(d1));
     fmt_date(from_s - h_s, dh, sizeof(dh));
+    fmt_date(to_s + h_s - 1, dt, sizeof(dt));
     struct upm_buf *b = &an->sql;
     upm_buf_reset(b);
     upm_buf_puts(b, "SELECT tupleElement(seg, 1) AS d, tupleElement(seg, 2) AS s");
@@ -623,20 +628,21 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min)
         }
     }
     upm_buf_printf(b,
-                   " FROM (SELECT origin, country, "
-                   "(maxMerge(up_ts) - minMerge(first_ts)) / 1e9 AS t, sumMerge(errors) + 1 AS "
-                   "tries, minIfMerge(success_ts) AS sts FROM %s.attempts "
-                   "WHERE event_date >= '%s' AND event_date <= '%s' AND "
-                   "attempt_id IN (SELECT attempt_id FROM %s.events_local WHERE "
-                   "event_date >= '%s' AND "
-                   "event_date <= '%s' AND ts_ns >= %" PRId64 "000000000 AND ts_ns < %" PRId64
-                   "000000000 AND is_created = 1) "
-                   "GROUP BY origin, country, company_id, attempt_id "
-                   "HAVING maxMerge(created) = 1 AND sts >= %" PRId64 "000000000 AND sts < %" PRId64
-                   "000000000) "
+                   " FROM (SELECT anyIf(origin, is_created = 1) AS origin, "
+                   "anyIf(country, is_created = 1) AS country, "
+                   "(max(up_ts) - min(ts_ns)) / 1e9 AS t, sum(is_error) + 1 AS tries, "
+                   "minIf(ts_ns, is_created = 1) AS sts FROM %s.attempt_events "
+                   "WHERE event_date >= '%s' AND event_date <= '%s' AND ts_ns >= %" PRId64
+                   "000000000 AND ts_ns < %" PRId64 "000000000 AND "
+                   "attempt_h IN (SELECT attempt_h FROM %s.attempt_events_local WHERE "
+                   "event_date >= '%s' AND event_date <= '%s' AND ts_ns >= %" PRId64
+                   "000000000 AND ts_ns < %" PRId64 "000000000 AND is_created = 1) "
+                   "GROUP BY attempt_h "
+                   "HAVING sts >= %" PRId64 "000000000 AND sts < %" PRId64 "000000000) "
                    "ARRAY JOIN [('all', 'all'), ('country', toString(country)), "
                    "('origin', origin)] AS seg GROUP BY d, s FORMAT TabSeparated",
-                   an->db, dh, d1, an->db, d0, d1, from_s, to_s, from_s, to_s);
+                   an->db, dh, dt, from_s - h_s, to_s + h_s, an->db, d0, d1, from_s, to_s, from_s,
+                   to_s);
     if (run_query(an, "attempts") != 0)
         return -1;
     double next_thr[HIST_MAX_SEGMENTS];

@@ -117,6 +117,7 @@ def test_apply_twice_status_verify(cluster):
         for t in ("events_local", "events", "events_1s_local", "events_1s",
                   "events_1m_company_local", "events_1m_company", "events_1d_company_local",
                   "events_1d_company", "attempts_local", "attempts", "analyzer_stats_local",
+                  "events_1m_local", "events_1m", "attempt_events_local", "attempt_events",
                   "analyzer_stats", "seller_scores_local", "seller_scores", "schema_migrations"):
             assert t in tables, (ch.url, t, sorted(tables))
 
@@ -282,6 +283,34 @@ def test_rollups_match_raw_rows(cluster):
         "FROM %s.events_1d_company GROUP BY day, company_id, origin" % db)}
     assert got == day
 
+    # Per minute x origin x country (the analyzer's window detail): unique sellers.
+    sellers = {}
+    for x in rows:
+        sec = x["ts_ns"] // 10**9
+        sellers.setdefault((str(sec - sec % 60), x["origin"], x["country"]),
+                           set()).add(x["company_id"])
+    got = {(r[0], r[1], r[2]): int(r[3]) for r in any_ch.rows(
+        "SELECT toUInt32(minute), origin, country, uniqMerge(sellers) FROM %s.events_1m "
+        "GROUP BY minute, origin, country" % db)}
+    assert got == {k: len(v) for k, v in sellers.items()}
+    # Its full-time states hold the same samples as the per-second ones.
+    r = any_ch.rows("SELECT quantilesTDigestIfMerge(0.5, 0.9, 0.95, 0.99)(full_time_q_ms) "
+                    "FROM %s.events_1m" % db)[0]
+    q1m = [float(v) for v in r[0].strip("[]").split(",")]
+    assert full[0] <= q1m[0] and q1m[-1] <= full[-1], (q1m, full[0], full[-1])
+    assert abs(q1m[0] - median) < 0.1 * (full[-1] - full[0]), (q1m[0], median)
+
+    # Every event, time-ordered, by attempt hash (the analyzer's attempt-time
+    # lookups): one row per event, the hash sipHash64(attempt_id).
+    got = sorted(tuple(r) for r in any_ch.rows(
+        "SELECT ts_ns, attempt_h, is_error, is_created, up_ts, origin, country "
+        "FROM %s.attempt_events" % db))
+    hashes = {r[0]: r[1] for r in any_ch.rows(
+        "SELECT attempt_id, sipHash64(attempt_id) FROM %s.events GROUP BY attempt_id" % db)}
+    assert got == sorted((str(x["ts_ns"]), hashes[x["attempt_id"]],
+                          str(int(x["event"] == "ERROR")), str(x["is_created"]), str(x["up_ts"]),
+                          x["origin"], x["country"]) for x in rows)
+
     # Per attempt: first ts, success ts, up_ts, events, errors, failed.
     att = {}
     for x in rows:
@@ -366,6 +395,7 @@ def test_retention_drops_exactly_the_expired(cluster):
     # test's (earlier in this module) January rows, also expired here.
     ages = {"events_local": 30, "events_1s_local": 200, "events_1m_company_local": 200,
             "attempts_local": 200, "events_1d_company_local": 1825,
+            "events_1m_local": 200, "attempt_events_local": 200,
             "analyzer_stats_local": 200, "seller_scores_local": 200}
     cut = (today - datetime.timedelta(days=1)).date()
 

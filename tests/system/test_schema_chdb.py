@@ -161,6 +161,18 @@ def test_migrations_load_and_rollups_fill(chdb_session):
     got = q(s, "SELECT day, company_id, countMerge(events), sumMerge(created) "
                "FROM %s.events_1d_company GROUP BY day, company_id ORDER BY company_id" % DB)
     assert got.splitlines() == ["2026-01-05\t11\t2\t1", "2026-01-05\t12\t2\t0"], got
+    got = q(s, "SELECT toUInt32(minute), country, uniqMerge(sellers), "
+               "quantilesTDigestIfMerge(0.5, 0.9, 0.95, 0.99)(full_time_q_ms) FROM %s.events_1m "
+               "GROUP BY minute, country ORDER BY country" % DB)
+    minute = base // 10**9 // 60 * 60
+    assert got.splitlines() == ["%d\tDE\t1\t[400,400,400,400]" % minute,
+                                "%d\tFR\t1\t[nan,nan,nan,nan]" % minute], got
+    got = q(s, "SELECT ts_ns, attempt_h = sipHash64('a1'), is_error, is_created, up_ts, country "
+               "FROM %s.attempt_events ORDER BY ts_ns" % DB)
+    assert got.splitlines() == [
+        "%d\t1\t1\t0\t0\tDE" % base, "%d\t1\t0\t1\t%d\tDE" % (base + 500 * 10**6, base + 900 * 10**6),
+        "%d\t0\t0\t0\t0\tFR" % (base + 10**9), "%d\t0\t1\t0\t0\tFR" % (base + 2 * 10**9),
+    ], got
     got = q(s, "SELECT attempt_id, minMerge(first_ts), minIfMerge(success_ts), maxMerge(up_ts), "
                "countMerge(events), sumMerge(errors), maxMerge(created) FROM %s.attempts "
                "GROUP BY attempt_id ORDER BY attempt_id" % DB)

@@ -177,7 +177,8 @@ int upm_schema_verify(const struct upm_schema_set *set, const struct upm_ch_conf
 /* Retention ages in days (each >= 1). */
 struct upm_schema_retention {
     int64_t raw_days;   /* events_local */
-    int64_t fine_days;  /* events_1s_local, events_1m_company_local, attempts_local */
+    int64_t fine_days;  /* events_1s, events_1m, events_1m_company, attempts, attempt_events,
+                          analyzer results (all _local) */
     int64_t daily_days; /* events_1d_company_local */
 };
 
