@@ -68,7 +68,8 @@ const struct upm_config_key an_config_keys[] = {
      "Tries in the last hour a seller needs to be scored.", 0},
     {"attempt_horizon", UPM_CFG_DURATION_MS, AOFF(attempt_horizon_ms), "6h", 60000, 604800000, NULL,
      "Longest attempt considered: its other events are looked up this far before (and after) "
-     "the window.", 0},
+     "the window.",
+     0},
     {"write_results", UPM_CFG_BOOL, AOFF(write_results), "true", NONE, NULL,
      "Write every statistic to analyzer_stats and seller_scores.", 0},
 };
