@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "attempts.h"
 #include "history.h"
 #include "stats.h"
 #include "tsv.h"
@@ -131,6 +132,8 @@ struct analyzer {
 
     struct hist *trail, *weekly;
     int64_t trail_end;     /* minutes before this are fetched (exclusive end) */
+    struct att_store *att; /* attempts that went live, per minute (the last hour) */
+    int64_t att_end;       /* minutes before this are fetched (exclusive end) */
     int64_t weekly_at;     /* now_min at the last weekly refresh; 0 = never */
     int64_t thresholds_at; /* now_min at the last threshold refresh; 0 = never */
     /* now_min of the last published analysis (0 = none, or withdrawn):
@@ -188,18 +191,6 @@ static void fmt_datetime(int64_t epoch_s, char *out, size_t n)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(out, n, "%Y-%m-%d %H:%M:%S", &tm);
-}
-
-/* A SQL string literal (single quotes, backslash escapes). */
-static void sql_quote(struct upm_buf *b, const char *s)
-{
-    upm_buf_putc(b, '\'');
-    for (; *s; s++) {
-        if (*s == '\'' || *s == '\\')
-            upm_buf_putc(b, '\\');
-        upm_buf_putc(b, *s);
-    }
-    upm_buf_putc(b, '\'');
 }
 
 /* Run a query into an->resp, timing it under upmon_analyzer_query_seconds. */
@@ -576,60 +567,34 @@ static int fetch_window_detail(struct analyzer *an, int64_t to_min)
 }
 
 /*
- * Attempts that went live in [from_min, to_min): per segment, for the three
- * windows ending at to_min (the 1h one is the whole range). Read from
- * attempt_events (time-ordered, 8-byte attempt hashes): the range's created
- * events name the attempts, and their other events are looked up
- * attempt_horizon before the range and as long after it (an attempt's events
- * all count, as in the attempts rollup). Over `attempts`, whose day is
- * ordered by seller and attempt id, the same lookup scanned whole days
- * (3.0 s at 1,000 events/s in tests/bench/analyzer). The 1h window's mean +
- * 3σ per segment becomes the next cycles' threshold for "beyond 3σ".
+ * Attempts that went live in [from_min, to_min), into the per-minute store
+ * (attempts.h): per minute of their first creating event, origin × country
+ * and attempt-time bucket, their count and sums. Read from attempt_events
+ * (time-ordered, 8-byte attempt hashes): the range's created events name the
+ * attempts, and their other events are looked up attempt_horizon before the
+ * range and as long after it (an attempt's events all count, as in the
+ * attempts rollup). Over `attempts`, whose day is ordered by seller and
+ * attempt id, the same lookup scanned whole days (3.0 s at 1,000 events/s
+ * in tests/bench/analyzer); over attempt_events for the whole hour every
+ * cycle, 1.8 s (the horizon scan probing a set of an hour's attempts, then
+ * aggregating all of them) — hence a few minutes at a time.
  */
 static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min)
 {
     int64_t from_s = from_min * 60, to_s = to_min * 60;
     int64_t h_s = an->cfg.attempt_horizon_ms / 1000;
-    char d0[16], d1[16], dh[16], dt[16];
+    char d0[16], d1[16], dh[16], dt[16], bucket[256];
     fmt_date(from_s, d0, sizeof(d0));
     fmt_date(to_s - 1, d1, sizeof(d1));
     fmt_date(from_s - h_s, dh, sizeof(dh));
     fmt_date(to_s + h_s - 1, dt, sizeof(dt));
+    att_bucket_sql(bucket, sizeof(bucket), "t");
     struct upm_buf *b = &an->sql;
     upm_buf_reset(b);
-    upm_buf_puts(b, "SELECT tupleElement(seg, 1) AS d, tupleElement(seg, 2) AS s");
-    int nw = NWIN;
-    for (int w = 0; w < nw; w++) {
-        int64_t wf = (to_min - windows[w].minutes) * 60;
-        char cond[64];
-        snprintf(cond, sizeof(cond), "sts >= %" PRId64 "000000000", wf);
-        upm_buf_printf(b,
-                       ", countIf(%s), avgIf(t, %s), stddevPopIf(t, %s), "
-                       "quantilesIf(0.5, 0.95, 0.99)(t, %s), avgIf(tries, %s), "
-                       "avgIf(tries = 1, %s)",
-                       cond, cond, cond, cond, cond, cond);
-        {
-            /* No threshold known yet: nothing counts as beyond (multiIf
-             * needs at least one condition). */
-            size_t nthr = 0;
-            for (size_t s = 0; s < hist_nsegments(an->trail); s++)
-                nthr += !isnan(an->thr[s]);
-            upm_buf_printf(b, ", countIf(%s AND t > %s", cond, nthr ? "multiIf(" : "");
-            for (size_t s = 0; s < hist_nsegments(an->trail); s++) {
-                const struct hist_segment *sg = hist_segment_at(an->trail, s);
-                if (isnan(an->thr[s]))
-                    continue;
-                upm_buf_puts(b, "d = ");
-                sql_quote(b, hist_dim_name(sg->dim));
-                upm_buf_puts(b, " AND s = ");
-                sql_quote(b, sg->value);
-                upm_buf_printf(b, ", %.17g, ", an->thr[s]);
-            }
-            upm_buf_puts(b, nthr ? "1e300))" : "1e300)");
-        }
-    }
     upm_buf_printf(b,
-                   " FROM (SELECT anyIf(origin, is_created = 1) AS origin, "
+                   "SELECT intDiv(sts, 60000000000) AS m, origin, country, %s AS b, count(), "
+                   "sum(t), sum(t * t), sum(tries), countIf(tries = 1) "
+                   "FROM (SELECT anyIf(origin, is_created = 1) AS origin, "
                    "anyIf(country, is_created = 1) AS country, "
                    "(max(up_ts) - min(ts_ns)) / 1e9 AS t, sum(is_error) + 1 AS tries, "
                    "minIf(ts_ns, is_created = 1) AS sts FROM %s.attempt_events "
@@ -640,42 +605,59 @@ static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min)
                    "000000000 AND ts_ns < %" PRId64 "000000000 AND is_created = 1) "
                    "GROUP BY attempt_h "
                    "HAVING sts >= %" PRId64 "000000000 AND sts < %" PRId64 "000000000) "
-                   "ARRAY JOIN [('all', 'all'), ('country', toString(country)), "
-                   "('origin', origin)] AS seg GROUP BY d, s FORMAT TabSeparated",
-                   an->db, dh, dt, from_s - h_s, to_s + h_s, an->db, d0, d1, from_s, to_s, from_s,
-                   to_s);
+                   "GROUP BY m, origin, country, b FORMAT TabSeparated",
+                   bucket, an->db, dh, dt, from_s - h_s, to_s + h_s, an->db, d0, d1, from_s, to_s,
+                   from_s, to_s);
     if (run_query(an, "attempts") != 0)
         return -1;
-    double next_thr[HIST_MAX_SEGMENTS];
-    for (size_t i = 0; i < HIST_MAX_SEGMENTS; i++)
-        next_thr[i] = NAN;
+    att_clear_range(an->att, from_min, to_min);
     char *p = an->resp.data, *line;
     while ((line = an_tsv_next_line(&p))) {
-        char *f[40];
-        size_t per = 7;
-        if (an_tsv_split(line, f, 40) != 2 + per * (size_t)nw)
+        char *f[10];
+        if (an_tsv_split(line, f, 10) != 9)
             continue;
-        int s = seg_of(an, f[0], f[1]);
-        if (s < 0)
+        double m = an_tsv_num(f[0]), bk = an_tsv_num(f[3]);
+        if (!isfinite(m) || !isfinite(bk) || m < (double)from_min || m >= (double)to_min)
             continue;
-        for (int w = 0; w < nw; w++) {
-            char **g = f + 2 + per * (size_t)w;
+        struct att_row r = {(int)bk,          an_tsv_num(f[4]), an_tsv_num(f[5]),
+                            an_tsv_num(f[6]), an_tsv_num(f[7]), an_tsv_num(f[8])};
+        /* Every attempt counts in "all", its country's and its origin's
+         * segment (the history's, so that the charts and these agree). */
+        int segs[3] = {0, hist_find(an->trail, HIST_DIM_COUNTRY, f[2]),
+                       hist_find(an->trail, HIST_DIM_ORIGIN, f[1])};
+        for (int k = 0; k < 3; k++) {
+            if (segs[k] >= 0)
+                att_add(an->att, (int64_t)m, (size_t)segs[k], &r);
+        }
+    }
+    return 0;
+}
+
+/* The attempt figures of the three windows from the store; the 1h window's
+ * mean + 3σ per segment becomes the next cycles' threshold for "beyond 3σ". */
+static void attempt_windows(struct analyzer *an, int64_t now_min)
+{
+    double next_thr[HIST_MAX_SEGMENTS];
+    for (size_t s = 0; s < HIST_MAX_SEGMENTS; s++)
+        next_thr[s] = NAN;
+    for (size_t s = 0; s < hist_nsegments(an->trail); s++) {
+        for (int w = 0; w < NWIN; w++) {
+            struct att_window aw;
+            att_window(an->att, s, now_min - windows[w].minutes, now_min, an->thr[s], &aw);
             struct detail *d = &an->det[w][s];
-            d->have_att = true;
-            d->att_n = an_tsv_num(g[0]);
-            d->att_mean = an_tsv_num(g[1]);
-            d->att_sd = an_tsv_num(g[2]);
-            an_tsv_array(g[3], d->att_q, 3);
-            d->att_tries = an_tsv_num(g[4]);
-            d->att_first = an_tsv_num(g[5]);
-            d->att_beyond = d->att_n > 0 && !isnan(an->thr[s]) ? an_tsv_num(g[6]) / d->att_n : NAN;
-            /* The next cycles' threshold: this hour's mean + 3σ. */
+            d->have_att = aw.n > 0;
+            d->att_n = aw.n;
+            d->att_mean = aw.mean;
+            d->att_sd = aw.sd;
+            memcpy(d->att_q, aw.q, sizeof(d->att_q));
+            d->att_tries = aw.tries;
+            d->att_first = aw.first;
+            d->att_beyond = aw.beyond;
             if (w == NWIN - 1)
-                next_thr[s] = d->att_n >= 2 ? d->att_mean + 3 * d->att_sd : NAN;
+                next_thr[s] = aw.n >= 2 ? aw.mean + 3 * aw.sd : NAN;
         }
     }
     memcpy(an->thr, next_thr, sizeof(an->thr));
-    return 0;
 }
 
 static int fetch_new_sellers(struct analyzer *an, int64_t now_s)
@@ -1396,7 +1378,18 @@ static int refresh_windows(struct analyzer *an, int64_t now_min)
     memset(an->det, 0, sizeof(an->det));
     if (fetch_window_detail(an, now_min) != 0)
         return -1;
-    return fetch_attempts(an, now_min - 60, now_min);
+    /* The last hour of attempts: all of it on first use (or after a gap or
+     * a jump of the clock), then the last 3 minutes again (rows of a recent
+     * minute may still be arriving) and the new ones. */
+    int64_t from = an->att_end - 3;
+    if (an->att_end == 0 || an->att_end > now_min || from < now_min - 60)
+        from = now_min - 60;
+    if (fetch_attempts(an, from, now_min) != 0)
+        return -1;
+    an->att_end = now_min;
+    att_evict_before(an->att, now_min - 60);
+    attempt_windows(an, now_min);
+    return 0;
 }
 
 /* "Now" of the analysis, in seconds; 0 with *now_s = 0 when the data clock
@@ -1544,6 +1537,7 @@ struct analyzer *analyzer_create(const struct an_config *cfg, const struct upm_c
     an->db = upm_ch_client_database(an->ch);
     an->trail = hist_create();
     an->weekly = hist_create();
+    an->att = att_create();
     upm_buf_init(&an->sql, 0);
     upm_buf_init(&an->resp, 256u << 20);
     upm_buf_init(&an->rows, 0);
@@ -1561,6 +1555,7 @@ void analyzer_destroy(struct analyzer *an)
     upm_ch_client_destroy(an->ch);
     hist_destroy(an->trail);
     hist_destroy(an->weekly);
+    att_destroy(an->att);
     upm_buf_free(&an->sql);
     upm_buf_free(&an->resp);
     upm_buf_free(&an->rows);

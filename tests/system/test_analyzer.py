@@ -560,4 +560,12 @@ def test_statistics_match_the_raw_events(scenario):
         v = stat(got, m, **lab)
         assert v is not None and math.isclose(v, want, rel_tol=1e-6), (m, v, want)
         checked += 1
-    assert checked == 30
+    # Attempt-time quantiles come from 4 % log buckets (services/analyzer/attempts.h): the
+    # mean of the bucket that holds the nearest-rank element, so within 4 % of it.
+    times.sort()
+    for q in (0.5, 0.95, 0.99):
+        want = times[min(len(times) - 1, int(math.ceil(q * len(times))) - 1)]
+        v = stat(got, "upmon_attempt_time_seconds", quantile=str(q), **lab)
+        assert v is not None and abs(v - want) <= 0.04 * want, (q, v, want)
+        checked += 1
+    assert checked == 33
