@@ -3,7 +3,9 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +157,15 @@ struct analyzer {
     bool chosen[HIST_MAX_SEGMENTS];
 
     struct upm_buf sql, resp, rows, srows;
+    /* The result writer (see write_results): its own thread and client. */
+    struct {
+        pthread_t th;
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+        bool started, have, busy, stop;
+        struct upm_buf rows, srows;
+        struct upm_ch_client *ch;
+    } w;
     char row_date[16], row_datetime[32]; /* the cycle's "now" as written in result rows */
 
     struct exported *prev, *cur;
@@ -1299,28 +1310,84 @@ static void publish_sellers(struct analyzer *an, struct seller_row *rows, size_t
     }
 }
 
-static void write_results(struct analyzer *an)
+/*
+ * Results go to ClickHouse on their own thread and client: two replicated
+ * inserts, each a part committed through ZooKeeper (0.1-0.3 s apiece on the
+ * bench machine), would otherwise lengthen every publishing cycle. One batch
+ * in flight: a cycle whose previous batch is still being written waits for
+ * it, so nothing is dropped and nothing queues without bound.
+ */
+static void write_batch(struct analyzer *an, struct upm_buf *rows, struct upm_buf *srows)
 {
     struct upm_ch_error err;
-    if (an->rows.len > 0 &&
-        upm_ch_insert(an->ch, "analyzer_stats",
+    int64_t t0 = upm_clock_mono_ns();
+    if (rows->len > 0 &&
+        upm_ch_insert(an->w.ch, "analyzer_stats",
                       "event_date, ts, window, dimension, segment, metric, value, centre, lcl, "
                       "ucl, rules, baseline",
-                      "TabSeparated", an->rows.data, an->rows.len, &err) != 0) {
+                      "TabSeparated", rows->data, rows->len, &err) != 0) {
         upm_prom_inc(an->s_write_err, 1);
         upm_log_warn(MOD, "writing analyzer_stats failed | code=%d error=\"%s\"", err.code,
                      err.message);
     }
-    if (an->srows.len > 0 &&
-        upm_ch_insert(an->ch, "seller_scores",
+    if (srows->len > 0 &&
+        upm_ch_insert(an->w.ch, "seller_scores",
                       "event_date, ts, company_id, rank, score, reasons, events_1h, "
                       "failure_rate_1h, failure_rate_own, failure_rate_peers, latency_1h_ms, "
                       "latency_own_ms, events_per_hour_own",
-                      "TabSeparated", an->srows.data, an->srows.len, &err) != 0) {
+                      "TabSeparated", srows->data, srows->len, &err) != 0) {
         upm_prom_inc(an->s_write_err, 1);
         upm_log_warn(MOD, "writing seller_scores failed | code=%d error=\"%s\"", err.code,
                      err.message);
     }
+    upm_log_debug(MOD, "results written | seconds=%.3f bytes=%zu",
+                  (double)(upm_clock_mono_ns() - t0) / 1e9, rows->len + srows->len);
+    upm_buf_reset(rows);
+    upm_buf_reset(srows);
+}
+
+static void *writer_main(void *opaque)
+{
+    struct analyzer *an = opaque;
+    pthread_mutex_lock(&an->w.mu);
+    for (;;) {
+        while (!an->w.have && !an->w.stop)
+            pthread_cond_wait(&an->w.cv, &an->w.mu);
+        if (!an->w.have)
+            break; /* stopping, nothing pending */
+        an->w.have = false;
+        an->w.busy = true;
+        pthread_mutex_unlock(&an->w.mu);
+        write_batch(an, &an->w.rows, &an->w.srows);
+        pthread_mutex_lock(&an->w.mu);
+        an->w.busy = false;
+        pthread_cond_broadcast(&an->w.cv);
+    }
+    pthread_mutex_unlock(&an->w.mu);
+    return NULL;
+}
+
+/* Hand the cycle's rows to the writer (buffers are swapped, not copied). */
+static void write_results(struct analyzer *an)
+{
+    if (an->rows.len == 0 && an->srows.len == 0)
+        return;
+    if (!an->w.started) {
+        write_batch(an, &an->rows, &an->srows);
+        return;
+    }
+    pthread_mutex_lock(&an->w.mu);
+    while (an->w.have || an->w.busy)
+        pthread_cond_wait(&an->w.cv, &an->w.mu);
+    struct upm_buf t = an->w.rows;
+    an->w.rows = an->rows;
+    an->rows = t;
+    t = an->w.srows;
+    an->w.srows = an->srows;
+    an->srows = t;
+    an->w.have = true;
+    pthread_cond_broadcast(&an->w.cv);
+    pthread_mutex_unlock(&an->w.mu);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1495,6 +1562,7 @@ int analyzer_cycle(struct analyzer *an)
     }
     free(s);
     free(sellers);
+    size_t nrows = an->rows.len;
     if (published) {
         write_results(an);
         upm_prom_set(an->s_last, (double)upm_clock_real_ns() / 1e9);
@@ -1503,7 +1571,7 @@ int analyzer_cycle(struct analyzer *an)
     upm_prom_observe(an->s_cycle_sec, sec);
     upm_prom_inc(an->s_cycles_ok, 1);
     upm_log_debug(MOD, "cycle | now=%" PRId64 " seconds=%.3f sellers=%zu rows=%zu", now_min * 60,
-                  sec, nsellers, an->rows.len);
+                  sec, nsellers, nrows);
     return 0;
 fail:
     upm_prom_inc(an->s_cycles_err, 1);
@@ -1535,6 +1603,20 @@ struct analyzer *analyzer_create(const struct an_config *cfg, const struct upm_c
     snprintf(secs, sizeof(secs), "%lld", (long long)((ch->query_timeout_ms + 999) / 1000));
     upm_ch_client_set_setting(an->ch, "max_execution_time", secs);
     an->db = upm_ch_client_database(an->ch);
+    an->w.ch = upm_ch_client_create(ch, reg, errstr, errstr_size);
+    if (!an->w.ch) {
+        upm_ch_client_destroy(an->ch);
+        free(an);
+        return NULL;
+    }
+    upm_ch_client_set_stop(an->w.ch, stop);
+    upm_ch_client_set_setting(an->w.ch, "max_execution_time", secs);
+    pthread_mutex_init(&an->w.mu, NULL);
+    pthread_cond_init(&an->w.cv, NULL);
+    upm_buf_init(&an->w.rows, 0);
+    upm_buf_init(&an->w.srows, 0);
+    /* Without the thread (it failed to start) results are written inline. */
+    an->w.started = pthread_create(&an->w.th, NULL, writer_main, an) == 0;
     an->trail = hist_create();
     an->weekly = hist_create();
     an->att = att_create();
@@ -1552,6 +1634,19 @@ void analyzer_destroy(struct analyzer *an)
 {
     if (!an)
         return;
+    if (an->w.started) {
+        /* A batch handed over is still written (one attempt once stopping). */
+        pthread_mutex_lock(&an->w.mu);
+        an->w.stop = true;
+        pthread_cond_broadcast(&an->w.cv);
+        pthread_mutex_unlock(&an->w.mu);
+        pthread_join(an->w.th, NULL);
+    }
+    pthread_mutex_destroy(&an->w.mu);
+    pthread_cond_destroy(&an->w.cv);
+    upm_buf_free(&an->w.rows);
+    upm_buf_free(&an->w.srows);
+    upm_ch_client_destroy(an->w.ch);
     upm_ch_client_destroy(an->ch);
     hist_destroy(an->trail);
     hist_destroy(an->weekly);
