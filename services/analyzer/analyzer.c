@@ -136,11 +136,6 @@ struct analyzer {
     int64_t trail_end;     /* minutes before this are fetched (exclusive end) */
     struct att_store *att; /* attempts that went live, per minute (the last hour) */
     int64_t att_end;       /* minutes before this are fetched (exclusive end) */
-    /* The attempts query runs beside the cycle's other queries, on its own
-     * client and buffers; only its answer is read on the cycle's thread. */
-    struct upm_ch_client *ach;
-    struct upm_buf asql, aresp;
-    int arc;
     int64_t weekly_at;     /* now_min at the last weekly refresh; 0 = never */
     int64_t thresholds_at; /* now_min at the last threshold refresh; 0 = never */
     /* now_min of the last published analysis (0 = none, or withdrawn):
@@ -210,12 +205,11 @@ static void fmt_datetime(int64_t epoch_s, char *out, size_t n)
 }
 
 /* Run a query into an->resp, timing it under upmon_analyzer_query_seconds. */
-static int run_query_on(struct analyzer *an, struct upm_ch_client *ch, const struct upm_buf *sql,
-                        struct upm_buf *resp, const char *name)
+static int run_query(struct analyzer *an, const char *name)
 {
     struct upm_ch_error err;
     int64_t t0 = upm_clock_mono_ns();
-    int rc = upm_ch_query(ch, sql->data, resp, &err);
+    int rc = upm_ch_query(an->ch, an->sql.data, &an->resp, &err);
     double sec = (double)(upm_clock_mono_ns() - t0) / 1e9;
     upm_prom_observe(upm_prom_series_get(an->m_query_sec, (const char *[]){name}), sec);
     if (rc != 0) {
@@ -223,13 +217,8 @@ static int run_query_on(struct analyzer *an, struct upm_ch_client *ch, const str
                      err.http_status, err.message);
         return -1;
     }
-    upm_log_debug(MOD, "query | query=%s seconds=%.3f bytes=%zu", name, sec, resp->len);
+    upm_log_debug(MOD, "query | query=%s seconds=%.3f bytes=%zu", name, sec, an->resp.len);
     return 0;
-}
-
-static int run_query(struct analyzer *an, const char *name)
-{
-    return run_query_on(an, an->ch, &an->sql, &an->resp, name);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -601,7 +590,7 @@ static int fetch_window_detail(struct analyzer *an, int64_t to_min)
  * cycle, 1.8 s (the horizon scan probing a set of an hour's attempts, then
  * aggregating all of them) — hence a few minutes at a time.
  */
-static void attempts_sql(struct analyzer *an, int64_t from_min, int64_t to_min)
+static int fetch_attempts(struct analyzer *an, int64_t from_min, int64_t to_min)
 {
     int64_t from_s = from_min * 60, to_s = to_min * 60;
     int64_t h_s = an->cfg.attempt_horizon_ms / 1000;
@@ -611,7 +600,7 @@ static void attempts_sql(struct analyzer *an, int64_t from_min, int64_t to_min)
     fmt_date(from_s - h_s, dh, sizeof(dh));
     fmt_date(to_s + h_s - 1, dt, sizeof(dt));
     att_bucket_sql(bucket, sizeof(bucket), "t");
-    struct upm_buf *b = &an->asql;
+    struct upm_buf *b = &an->sql;
     upm_buf_reset(b);
     upm_buf_printf(b,
                    "SELECT intDiv(sts, 60000000000) AS m, origin, country, %s AS b, count(), "
@@ -630,21 +619,10 @@ static void attempts_sql(struct analyzer *an, int64_t from_min, int64_t to_min)
                    "GROUP BY m, origin, country, b FORMAT TabSeparated",
                    bucket, an->db, dh, dt, from_s - h_s, to_s + h_s, an->db, d0, d1, from_s, to_s,
                    from_s, to_s);
-}
-
-static void *attempts_query_main(void *opaque)
-{
-    struct analyzer *an = opaque;
-    an->arc = run_query_on(an, an->ach, &an->asql, &an->aresp, "attempts");
-    return NULL;
-}
-
-/* The attempts query's answer into the store (cycle thread: it reads the
- * history's segment table). */
-static void read_attempts(struct analyzer *an, int64_t from_min, int64_t to_min)
-{
+    if (run_query(an, "attempts") != 0)
+        return -1;
     att_clear_range(an->att, from_min, to_min);
-    char *p = an->aresp.data, *line;
+    char *p = an->resp.data, *line;
     while ((line = an_tsv_next_line(&p))) {
         char *f[10];
         if (an_tsv_split(line, f, 10) != 9)
@@ -663,6 +641,7 @@ static void read_attempts(struct analyzer *an, int64_t from_min, int64_t to_min)
                 att_add(an->att, (int64_t)m, (size_t)segs[k], &r);
         }
     }
+    return 0;
 }
 
 /* The attempt figures of the three windows from the store; the 1h window's
@@ -1464,18 +1443,20 @@ static int refresh_history(struct analyzer *an, int64_t now_min, int64_t now_s)
 static int refresh_windows(struct analyzer *an, int64_t now_min)
 {
     memset(an->det, 0, sizeof(an->det));
-    return fetch_window_detail(an, now_min);
-}
-
-/* The last hour of attempts: all of it on first use (or after a gap or a
- * jump of the clock), then the last 3 minutes again (rows of a recent minute
- * may still be arriving) and the new ones. */
-static int64_t attempts_from(const struct analyzer *an, int64_t now_min)
-{
+    if (fetch_window_detail(an, now_min) != 0)
+        return -1;
+    /* The last hour of attempts: all of it on first use (or after a gap or
+     * a jump of the clock), then the last 3 minutes again (rows of a recent
+     * minute may still be arriving) and the new ones. */
     int64_t from = an->att_end - 3;
     if (an->att_end == 0 || an->att_end > now_min || from < now_min - 60)
         from = now_min - 60;
-    return from;
+    if (fetch_attempts(an, from, now_min) != 0)
+        return -1;
+    an->att_end = now_min;
+    att_evict_before(an->att, now_min - 60);
+    attempt_windows(an, now_min);
+    return 0;
 }
 
 /* "Now" of the analysis, in seconds; 0 with *now_s = 0 when the data clock
@@ -1523,30 +1504,12 @@ int analyzer_cycle(struct analyzer *an)
         return 0;
     }
 
-    /* The attempts query (the largest) runs while the others do: ClickHouse
-     * overlaps their reads, the cycle takes about the longer of the two. */
-    int64_t att_from = attempts_from(an, now_min);
-    attempts_sql(an, att_from, now_min);
-    pthread_t ath;
-    bool threaded = pthread_create(&ath, NULL, attempts_query_main, an) == 0;
-    if (!threaded)
-        attempts_query_main(an);
+    if (refresh_history(an, now_min, now_s) != 0 || refresh_windows(an, now_min) != 0)
+        goto fail;
     struct seller_row *sellers = NULL;
     size_t nsellers = 0;
-    int rc = refresh_history(an, now_min, now_s) != 0 || refresh_windows(an, now_min) != 0 ||
-                     fetch_sellers(an, now_min, &sellers, &nsellers) != 0
-                 ? -1
-                 : 0;
-    if (threaded)
-        pthread_join(ath, NULL);
-    if (rc != 0 || an->arc != 0) {
-        free(sellers);
+    if (fetch_sellers(an, now_min, &sellers, &nsellers) != 0)
         goto fail;
-    }
-    read_attempts(an, att_from, now_min);
-    an->att_end = now_min;
-    att_evict_before(an->att, now_min - 60);
-    attempt_windows(an, now_min);
 
     /* Peers: the marketplace over the same hour. */
     struct hist_counters all;
@@ -1641,17 +1604,11 @@ struct analyzer *analyzer_create(const struct an_config *cfg, const struct upm_c
     upm_ch_client_set_setting(an->ch, "max_execution_time", secs);
     an->db = upm_ch_client_database(an->ch);
     an->w.ch = upm_ch_client_create(ch, reg, errstr, errstr_size);
-    an->ach = an->w.ch ? upm_ch_client_create(ch, reg, errstr, errstr_size) : NULL;
-    if (!an->ach) {
-        upm_ch_client_destroy(an->w.ch);
+    if (!an->w.ch) {
         upm_ch_client_destroy(an->ch);
         free(an);
         return NULL;
     }
-    upm_ch_client_set_stop(an->ach, stop);
-    upm_ch_client_set_setting(an->ach, "max_execution_time", secs);
-    upm_buf_init(&an->asql, 0);
-    upm_buf_init(&an->aresp, 256u << 20);
     upm_ch_client_set_stop(an->w.ch, stop);
     upm_ch_client_set_setting(an->w.ch, "max_execution_time", secs);
     pthread_mutex_init(&an->w.mu, NULL);
@@ -1690,9 +1647,6 @@ void analyzer_destroy(struct analyzer *an)
     upm_buf_free(&an->w.rows);
     upm_buf_free(&an->w.srows);
     upm_ch_client_destroy(an->w.ch);
-    upm_ch_client_destroy(an->ach);
-    upm_buf_free(&an->asql);
-    upm_buf_free(&an->aresp);
     upm_ch_client_destroy(an->ch);
     hist_destroy(an->trail);
     hist_destroy(an->weekly);
