@@ -112,6 +112,12 @@ struct exported {
 
 #define SELLER_MAX_MIX 16
 
+/* A seller's baseline: days, events, tries, errors, ft_n, Σft, Σft² (ms). */
+struct base_entry {
+    uint64_t id;
+    double v[7];
+};
+
 struct seller_row {
     struct an_seller s;
     double score;
@@ -149,6 +155,10 @@ struct analyzer {
     char origin_base_day[16];
     double new_sellers;
     bool have_new_sellers;
+    /* Sellers' 30-day baselines of base_day (sorted by id; see fetch_sellers). */
+    struct base_entry *base;
+    size_t nbase, capbase;
+    char base_day[16];
 
     /* attempt-time thresholds (mean + 3σ of the last 1h window) per segment */
     double thr[HIST_MAX_SEGMENTS];
@@ -814,6 +824,18 @@ static int seller_shifts(struct analyzer *an, struct seller_row *rows, size_t n,
     return 0;
 }
 
+static int cmp_base(const void *a, const void *b)
+{
+    uint64_t x = ((const struct base_entry *)a)->id, y = ((const struct base_entry *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static struct base_entry *base_find(struct analyzer *an, uint64_t id)
+{
+    struct base_entry key = {.id = id};
+    return an->nbase ? bsearch(&key, an->base, an->nbase, sizeof(*an->base), cmp_base) : NULL;
+}
+
 /* Sellers active in the last hour, their 30-day baselines, scores. */
 static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row **out,
                          size_t *nout)
@@ -858,10 +880,18 @@ static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row
         free(rows);
         return 0;
     }
-    /* Baselines of exactly those companies: company_id leads the key. */
+    /* Baselines of exactly those companies (company_id leads the key). They
+     * cover the 30 days before today, so each company's is read once a day:
+     * the cache is emptied when the day changes and only companies not in it
+     * are asked for. */
     char today[16], start[16];
     fmt_date(to_s - 1, today, sizeof(today));
     fmt_date(to_s - 1 - 30 * 86400, start, sizeof(start));
+    if (strcmp(an->base_day, today) != 0) {
+        an->nbase = 0;
+        snprintf(an->base_day, sizeof(an->base_day), "%s", today);
+    }
+    size_t nmiss = 0;
     upm_buf_reset(&an->sql);
     upm_buf_printf(&an->sql,
                    "SELECT company_id, uniqExact(day), countMerge(events), sumMerge(saves) + "
@@ -869,31 +899,48 @@ static int fetch_sellers(struct analyzer *an, int64_t now_min, struct seller_row
                    "sumMerge(full_time_sum_ms), sumMerge(full_time_sumsq_ms) FROM "
                    "%s.events_1d_company WHERE day >= '%s' AND day < '%s' AND company_id IN (",
                    an->db, start, today);
-    put_company_ids(&an->sql, rows, n);
-    upm_buf_puts(&an->sql, ") GROUP BY company_id FORMAT TabSeparated");
-    if (run_query(an, "sellers_baseline") != 0) {
-        free(rows);
-        return -1;
-    }
-    p = an->resp.data;
-    while ((line = an_tsv_next_line(&p))) {
-        char *f[10];
-        if (an_tsv_split(line, f, 10) != 8)
+    for (size_t i = 0; i < n; i++) {
+        if (base_find(an, rows[i].s.company_id))
             continue;
-        uint64_t id = strtoull(f[0], NULL, 10);
-        for (size_t i = 0; i < n; i++) {
-            if (rows[i].s.company_id != id)
-                continue;
-            struct an_seller *s = &rows[i].s;
-            s->base_days = an_tsv_num(f[1]);
-            s->base_events = an_tsv_num(f[2]);
-            s->base_tries = an_tsv_num(f[3]);
-            s->base_errors = an_tsv_num(f[4]);
-            s->base_ft_n = an_tsv_num(f[5]);
-            s->base_ft_sum_ms = an_tsv_num(f[6]);
-            s->base_ft_sumsq_ms = an_tsv_num(f[7]);
-            break;
+        upm_buf_printf(&an->sql, "%s%" PRIu64, nmiss++ ? "," : "", rows[i].s.company_id);
+        /* A company without rows in those days has a zero baseline. */
+        if (an->nbase == an->capbase) {
+            an->capbase = an->capbase ? an->capbase * 2 : 1024;
+            an->base = upm_realloc(an->base, an->capbase * sizeof(*an->base));
         }
+        memset(&an->base[an->nbase], 0, sizeof(an->base[an->nbase]));
+        an->base[an->nbase++].id = rows[i].s.company_id;
+    }
+    upm_buf_puts(&an->sql, ") GROUP BY company_id FORMAT TabSeparated");
+    if (nmiss > 0) {
+        qsort(an->base, an->nbase, sizeof(*an->base), cmp_base);
+        if (run_query(an, "sellers_baseline") != 0) {
+            an->nbase = 0; /* the new, unfilled entries are among the old: start over */
+            free(rows);
+            return -1;
+        }
+        p = an->resp.data;
+        while ((line = an_tsv_next_line(&p))) {
+            char *f[10];
+            if (an_tsv_split(line, f, 10) != 8)
+                continue;
+            struct base_entry *e = base_find(an, strtoull(f[0], NULL, 10));
+            if (!e)
+                continue;
+            for (int k = 0; k < 7; k++)
+                e->v[k] = an_tsv_num(f[1 + k]);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct base_entry *e = base_find(an, rows[i].s.company_id);
+        struct an_seller *s = &rows[i].s;
+        s->base_days = e->v[0];
+        s->base_events = e->v[1];
+        s->base_tries = e->v[2];
+        s->base_errors = e->v[3];
+        s->base_ft_n = e->v[4];
+        s->base_ft_sum_ms = e->v[5];
+        s->base_ft_sumsq_ms = e->v[6];
     }
     if (seller_shifts(an, rows, n, now_min, today, start) != 0) {
         free(rows);
@@ -1654,6 +1701,7 @@ void analyzer_destroy(struct analyzer *an)
     hist_destroy(an->trail);
     hist_destroy(an->weekly);
     att_destroy(an->att);
+    free(an->base);
     upm_buf_free(&an->sql);
     upm_buf_free(&an->resp);
     upm_buf_free(&an->rows);
