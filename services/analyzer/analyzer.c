@@ -458,26 +458,27 @@ void analyzer_clear(struct analyzer *an)
 /* ------------------------------------------------------------------------ */
 /* Queries                                                                  */
 
-/* events_1s rows → per-minute counters, for the minute ranges given. */
+/* events_1m rows → per-minute counters, for the minute ranges given. */
 static int fetch_minutes(struct analyzer *an, struct hist *h, const int64_t (*ranges)[2],
                          size_t nranges, const char *name)
 {
     upm_buf_reset(&an->sql);
     upm_buf_printf(&an->sql,
-                   "SELECT intDiv(toUInt32(ts), 60) AS m, origin, toString(country), "
+                   "SELECT intDiv(toUInt32(minute), 60) AS m, origin, toString(country), "
                    "countMerge(events), sumMerge(saves), sumMerge(updates), sumMerge(errors), "
                    "sumMerge(created), sumMerge(media_own), sumMerge(media_external), "
                    "sumMerge(media_bad), sumMerge(full_time_n), sumMerge(full_time_sum_ms), "
-                   "sumMerge(full_time_sumsq_ms) FROM %s.events_1s WHERE ",
+                   "sumMerge(full_time_sumsq_ms) FROM %s.events_1m WHERE ",
                    an->db);
     for (size_t i = 0; i < nranges; i++) {
         char d0[16], d1[16];
         fmt_date(ranges[i][0] * 60, d0, sizeof(d0));
         fmt_date(ranges[i][1] * 60 - 1, d1, sizeof(d1));
-        upm_buf_printf(&an->sql,
-                       "%s(event_date >= '%s' AND event_date <= '%s' AND ts >= toDateTime(%" PRId64
-                       ") AND ts < toDateTime(%" PRId64 "))",
-                       i ? " OR " : "", d0, d1, ranges[i][0] * 60, ranges[i][1] * 60);
+        upm_buf_printf(
+            &an->sql,
+            "%s(event_date >= '%s' AND event_date <= '%s' AND minute >= toDateTime(%" PRId64
+            ") AND minute < toDateTime(%" PRId64 "))",
+            i ? " OR " : "", d0, d1, ranges[i][0] * 60, ranges[i][1] * 60);
     }
     upm_buf_puts(&an->sql, " GROUP BY m, origin, country FORMAT TabSeparated");
     if (run_query(an, name) != 0)

@@ -3,7 +3,7 @@
  *
  * Every chart point and every baseline sample is a sum of additive
  * per-minute counters (events, errors, Σ full time, …), so the analyzer
- * fetches minutes from the events_1s rollup once, keeps them, and only
+ * fetches minutes from the events_1m rollup once, keeps them, and only
  * re-reads the last few minutes each cycle (rows of a recent minute may
  * still be arriving). Tiles of any window length are then sums over
  * minutes, computed here without another query.

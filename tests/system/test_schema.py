@@ -283,16 +283,31 @@ def test_rollups_match_raw_rows(cluster):
         "FROM %s.events_1d_company GROUP BY day, company_id, origin" % db)}
     assert got == day
 
-    # Per minute x origin x country (the analyzer's window detail): unique sellers.
-    sellers = {}
+    # Per minute x origin x country (the analyzer's history and window detail): the same
+    # counts as per second, summed by minute, and unique sellers.
+    per_min = {}
     for x in rows:
         sec = x["ts_ns"] // 10**9
-        sellers.setdefault((str(sec - sec % 60), x["origin"], x["country"]),
-                           set()).add(x["company_id"])
-    got = {(r[0], r[1], r[2]): int(r[3]) for r in any_ch.rows(
-        "SELECT toUInt32(minute), origin, country, uniqMerge(sellers) FROM %s.events_1m "
-        "GROUP BY minute, origin, country" % db)}
-    assert got == {k: len(v) for k, v in sellers.items()}
+        e = per_min.setdefault((str(sec - sec % 60), x["origin"], x["country"]),
+                               [0, 0, 0, 0, 0, 0, 0, 0, 0, set()])
+        e[0] += 1
+        e[1] += x["event"] == "SAVE"
+        e[2] += x["event"] == "UPDATE"
+        e[3] += x["event"] == "ERROR"
+        e[4] += x["is_created"]
+        e[5] += x["media_own"]
+        e[6] += x["media_external"]
+        e[7] += x["media_bad"]
+        e[8] += x["is_created"] == 1 and x["up_ts"] >= x["ts_ns"]
+        e[9].add(x["company_id"])
+    got = {(r[0], r[1], r[2]): [int(v) for v in r[3:]] for r in any_ch.rows(
+        "SELECT toUInt32(minute), origin, country, countMerge(events), sumMerge(saves), "
+        "sumMerge(updates), sumMerge(errors), sumMerge(created), sumMerge(media_own), "
+        "sumMerge(media_external), sumMerge(media_bad), sumMerge(full_time_n), "
+        "uniqMerge(sellers) FROM %s.events_1m GROUP BY minute, origin, country" % db)}
+    assert got == {k: e[:9] + [len(e[9])] for k, e in per_min.items()}
+    r = any_ch.rows("SELECT sumMerge(full_time_sum_ms) FROM %s.events_1m" % db)[0]
+    assert abs(float(r[0]) - sum(full)) < 1e-6 * sum(full)
     # Its full-time states hold the same samples as the per-second ones.
     r = any_ch.rows("SELECT quantilesTDigestIfMerge(0.5, 0.9, 0.95, 0.99)(full_time_q_ms) "
                     "FROM %s.events_1m" % db)[0]
