@@ -71,8 +71,9 @@ void analyzer_clear(struct analyzer *an);
 
 /*
  * A standby's step: keep the in-memory history current (trailing minutes,
- * weekly slots, thresholds) without publishing anything, so that a new
- * leader's first cycle has only the current windows to read. 0 or -1.
+ * weekly slots, new sellers, and once a minute the attempt sketches) without
+ * publishing anything, so that a new leader's first cycle has only the
+ * current windows to read. 0 or -1.
  */
 int analyzer_warm(struct analyzer *an);
 

@@ -199,6 +199,14 @@ def insert(ch, db, rows):
     ch.query("INSERT INTO %s.events_local (%s) VALUES %s" % (db, COLUMNS, values(rows)))
 
 
+def add_counts(e, x):
+    """Add event x to e[0:8]: events, SAVE, UPDATE, ERROR, created, media own/external/bad."""
+    for i, v in enumerate((1, x["event"] == "SAVE", x["event"] == "UPDATE",
+                           x["event"] == "ERROR", x["is_created"], x["media_own"],
+                           x["media_external"], x["media_bad"])):
+        e[i] += v
+
+
 def test_rollups_match_raw_rows(cluster):
     db = cluster["db"]
     rng = random.Random(4)
@@ -230,14 +238,7 @@ def test_rollups_match_raw_rows(cluster):
     for x in rows:
         key = (str(x["ts_ns"] // 10**9), x["origin"], x["country"])
         e = expect.setdefault(key, [0, 0, 0, 0, 0, 0, 0, 0, set()])
-        e[0] += 1
-        e[1] += x["event"] == "SAVE"
-        e[2] += x["event"] == "UPDATE"
-        e[3] += x["event"] == "ERROR"
-        e[4] += x["is_created"]
-        e[5] += x["media_own"]
-        e[6] += x["media_external"]
-        e[7] += x["media_bad"]
+        add_counts(e, x)
         e[8].add(x["attempt_id"])
     got = {}
     for r in any_ch.rows(
@@ -290,14 +291,7 @@ def test_rollups_match_raw_rows(cluster):
         sec = x["ts_ns"] // 10**9
         e = per_min.setdefault((str(sec - sec % 60), x["origin"], x["country"]),
                                [0, 0, 0, 0, 0, 0, 0, 0, 0, set()])
-        e[0] += 1
-        e[1] += x["event"] == "SAVE"
-        e[2] += x["event"] == "UPDATE"
-        e[3] += x["event"] == "ERROR"
-        e[4] += x["is_created"]
-        e[5] += x["media_own"]
-        e[6] += x["media_external"]
-        e[7] += x["media_bad"]
+        add_counts(e, x)
         e[8] += x["is_created"] == 1 and x["up_ts"] >= x["ts_ns"]
         e[9].add(x["company_id"])
     got = {(r[0], r[1], r[2]): [int(v) for v in r[3:]] for r in any_ch.rows(
