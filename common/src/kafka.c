@@ -1054,38 +1054,50 @@ static int is_assigned(struct upm_kafka_consumer *c, const char *topic, int32_t 
     return found;
 }
 
-int upm_kafka_consumer_commit_offset(struct upm_kafka_consumer *c, const char *topic,
-                                     int32_t partition, int64_t offset, const char *metadata,
-                                     int *retriable)
+int upm_kafka_consumer_owns(struct upm_kafka_consumer *c, const char *topic, int32_t partition)
+{
+    rd_kafka_resp_err_t err;
+    return !c->closed && is_assigned(c, topic, partition, &err) && !err;
+}
+
+int upm_kafka_consumer_commit_offsets(struct upm_kafka_consumer *c, const char *topic,
+                                      const struct upm_kafka_offset *offs, size_t n,
+                                      int *retriable)
 {
     int dummy;
-    rd_kafka_resp_err_t err;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     rd_kafka_topic_partition_list_t *offsets = NULL;
+    rd_kafka_topic_partition_list_t *assigned = NULL;
     int ret = -1;
 
     if (!retriable)
         retriable = &dummy;
     *retriable = 0;
-    if (c->closed || offset < 0)
+    if (c->closed || n == 0 || n > INT_MAX)
         return -1;
-    if (!is_assigned(c, topic, partition, &err)) {
-        if (!err) {
+    err = rd_kafka_assignment(c->cl.rk, &assigned);
+    if (err)
+        goto fail;
+    offsets = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) {
+        if (offs[i].offset < 0)
+            goto out;
+        if (!rd_kafka_topic_partition_list_find(assigned, topic, offs[i].partition)) {
             upm_log_info(MOD,
                          "not committing a revoked partition | client=%s topic=%s "
                          "partition=%" PRId32,
-                         c->cl.name, topic, partition);
-            return -1;
+                         c->cl.name, topic, offs[i].partition);
+            goto out;
         }
-        goto fail;
-    }
-    offsets = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(offsets, topic, partition);
-    tp->offset = offset;
-    if (metadata && *metadata) {
-        /* The list owns (and frees) its elements' metadata. */
-        tp->metadata_size = strlen(metadata);
-        tp->metadata = upm_malloc(tp->metadata_size);
-        memcpy(tp->metadata, metadata, tp->metadata_size);
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_add(offsets, topic, offs[i].partition);
+        tp->offset = offs[i].offset;
+        if (offs[i].metadata && *offs[i].metadata) {
+            /* The list owns (and frees) its elements' metadata. */
+            tp->metadata_size = strlen(offs[i].metadata);
+            tp->metadata = upm_malloc(tp->metadata_size);
+            memcpy(tp->metadata, offs[i].metadata, tp->metadata_size);
+        }
     }
     err = commit_sync(c, offsets);
     if (err)
@@ -1098,7 +1110,17 @@ fail:
 out:
     if (offsets)
         rd_kafka_topic_partition_list_destroy(offsets);
+    if (assigned)
+        rd_kafka_topic_partition_list_destroy(assigned);
     return ret;
+}
+
+int upm_kafka_consumer_commit_offset(struct upm_kafka_consumer *c, const char *topic,
+                                     int32_t partition, int64_t offset, const char *metadata,
+                                     int *retriable)
+{
+    const struct upm_kafka_offset one = {partition, offset, metadata};
+    return upm_kafka_consumer_commit_offsets(c, topic, &one, 1, retriable);
 }
 
 int upm_kafka_consumer_committed(struct upm_kafka_consumer *c, const char *topic, int32_t partition,
@@ -1267,6 +1289,167 @@ void upm_kafka_consumer_destroy(struct upm_kafka_consumer *c)
         rd_kafka_destroy(c->cl.rk);
     }
     free(c);
+}
+
+/* ---- span reader --------------------------------------------------------- */
+
+struct span_state {
+    const struct upm_kafka_span *span;
+    int done;
+};
+
+static struct span_state *span_of(struct span_state *st, size_t n, int32_t partition)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (st[i].span->partition == partition)
+            return &st[i];
+    }
+    return NULL;
+}
+
+int upm_kafka_read_spans(const struct upm_kafka_config *cfg, const char *topic,
+                         const struct upm_kafka_span *spans, size_t n, int timeout_ms,
+                         upm_kafka_message_fn *fn, void *opaque, char *errstr, size_t errstr_size)
+{
+    struct client cl;
+    memset(&cl, 0, sizeof(cl));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    struct span_state *st = upm_calloc(n ? n : 1, sizeof(*st));
+    size_t left = 0;
+    char rderr[512];
+    int ret = -1;
+
+    for (size_t i = 0; i < n; i++) {
+        st[i].span = &spans[i];
+        st[i].done = spans[i].start >= spans[i].end;
+        left += !st[i].done;
+    }
+    if (left == 0) {
+        ret = 0;
+        goto out;
+    }
+    if (build_conf(conf, cfg, ROLE_CONSUMER, errstr, errstr_size) != 0)
+        goto out;
+    /* Its own group name (never joined: partitions are assigned by hand,
+     * nothing is committed), no statistics (they would report lag series
+     * of the service's consumer), and an error rather than a jump when a
+     * start offset has left the log. */
+    char group[512];
+    snprintf(group, sizeof(group), "%s.reader", cfg->group_id);
+    if (set_prop(conf, "group_id", "group.id", group, errstr, errstr_size) ||
+        set_prop(conf, "statistics_interval", "statistics.interval.ms", "0", errstr,
+                 errstr_size) ||
+        set_prop(conf, "auto_offset_reset", "auto.offset.reset", "error", errstr, errstr_size))
+        goto out;
+    client_init(&cl, NULL, conf);
+    cl.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, rderr, sizeof(rderr));
+    if (!cl.rk) {
+        snprintf(errstr, errstr_size, "kafka: creating a reader: %s", rderr);
+        goto out;
+    }
+    conf = NULL;
+    if (client_started(&cl, errstr, errstr_size) != 0)
+        goto out;
+    rd_kafka_poll_set_consumer(cl.rk);
+    parts = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) {
+        if (!st[i].done)
+            rd_kafka_topic_partition_list_add(parts, topic, spans[i].partition)->offset =
+                spans[i].start;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_assign(cl.rk, parts);
+    if (err) {
+        snprintf(errstr, errstr_size, "kafka: assigning the reader: %s", rd_kafka_err2str(err));
+        goto out;
+    }
+    int64_t deadline = upm_clock_mono_ns() + (int64_t)timeout_ms * UPM_NS_PER_MS;
+    while (left > 0) {
+        int wait = remaining_ms(deadline);
+        if (wait == 0) {
+            snprintf(errstr, errstr_size, "kafka: reading %zu span(s) timed out (%zu unfinished)",
+                     n, left);
+            goto out;
+        }
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(cl.rk, wait < 200 ? wait : 200);
+        if (client_fatal(&cl, errstr, errstr_size)) {
+            if (rkm)
+                rd_kafka_message_destroy(rkm);
+            goto out;
+        }
+        if (!rkm)
+            continue;
+        struct span_state *sp = span_of(st, n, rkm->partition);
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* rkm->offset is the partition's end: nothing at or beyond the
+             * span's end is missing any more. */
+            if (sp && !sp->done && rkm->offset >= sp->span->end) {
+                sp->done = 1;
+                left--;
+            }
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        if (rkm->err) {
+            snprintf(errstr, errstr_size, "kafka: reading partition %" PRId32 ": %s",
+                     rkm->partition, rd_kafka_message_errstr(rkm));
+            /* Transient fetch errors are retried by librdkafka; these are not. */
+            if (rkm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+                rkm->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE ||
+                rkm->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+                rkm->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+                rd_kafka_message_destroy(rkm);
+                goto out;
+            }
+            upm_log_warn(MOD, "reader: %s | client=%s", errstr, cl.name);
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        if (!sp || sp->done || rkm->offset < sp->span->start || rkm->offset >= sp->span->end) {
+            if (sp && !sp->done && rkm->offset >= sp->span->end) {
+                sp->done = 1;
+                left--;
+            }
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        const struct upm_kafka_message m = {
+            .topic = topic,
+            .partition = rkm->partition,
+            .offset = rkm->offset,
+            .timestamp_ms = rd_kafka_message_timestamp(rkm, NULL),
+            .key = rkm->key,
+            .key_len = rkm->key_len,
+            .value = rkm->payload,
+            .len = rkm->len,
+            .impl = rkm,
+        };
+        if (fn(opaque, &m) != 0) {
+            snprintf(errstr, errstr_size, "kafka: the reader's caller stopped at partition %" PRId32
+                     " offset %" PRId64, rkm->partition, rkm->offset);
+            rd_kafka_message_destroy(rkm);
+            goto out;
+        }
+        if (rkm->offset + 1 >= sp->span->end) {
+            sp->done = 1;
+            left--;
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    ret = 0;
+    goto out;
+
+out:
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (cl.rk) {
+        rd_kafka_consumer_close(cl.rk);
+        rd_kafka_destroy(cl.rk);
+    }
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    free(st);
+    return ret;
 }
 
 size_t upm_kafka_batch_count(const struct upm_kafka_batch *b)

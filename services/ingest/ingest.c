@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dlq.h"
+#include "group.h"
 #include "range.h"
 #include "upmon/alloc.h"
 #include "upmon/clock.h"
@@ -27,11 +28,11 @@ const struct upm_config_key ing_config_keys[] = {
     {"table", UPM_CFG_STRING, IOFF(table), "events_local", NORANGE, NULL,
      "Local (ReplicatedMergeTree) table written on every shard.", 0},
     {"batch_rows", UPM_CFG_INT, IOFF(batch_rows), "100000", 1, 10000000, NULL,
-     "Valid rows per source partition that cut a batch.", 0},
+     "Valid rows (over every partition this replica consumes) that cut a group: one block per shard.", 0},
     {"batch_bytes", UPM_CFG_INT, IOFF(batch_bytes), "8388608", 1024, 1073741824, NULL,
-     "RowBinary bytes per source partition that cut a batch.", 0},
+     "RowBinary bytes (over every partition this replica consumes) that cut a group.", 0},
     {"batch_age", UPM_CFG_DURATION_MS, IOFF(batch_age_ms), "250ms", 1, 600000, NULL,
-     "Age of a batch's first message that cuts it (not while catching up a backlog).", 0},
+     "Age of a group's first message that cuts it (not while catching up a backlog).", 0},
     {"poll_max", UPM_CFG_INT, IOFF(poll_max), "20000", 1, 1000000, NULL,
      "Messages taken from the consumer per poll.", 0},
     {"retry_backoff_max", UPM_CFG_DURATION_MS, IOFF(retry_backoff_max_ms), "5s", 10, 600000, NULL,
@@ -63,7 +64,9 @@ struct ingest {
     struct ing_range *ranges; /* indexed by partition */
     bool *live;
     size_t nranges;
+    struct ing_totals open;             /* the live ranges' messages not yet stored */
     struct ing_limits lim, lim_backlog; /* lim_backlog: no age cut */
+    struct upm_buf block;               /* a group's block for one shard */
     /* The last poll came back full: a backlog. Age cuts are then off (sizes
      * still cut), so catching up writes big blocks instead of one small
      * block per partition and shard every batch_age — each block costs the
@@ -118,13 +121,15 @@ static void on_dlq_delivery(void *opaque, const struct upm_kafka_delivery *d)
     }
 }
 
-static int commit_retry(struct ingest *in, int32_t partition, int64_t offset, const char *meta)
+/* Commit offs in one request (all take effect or none), retrying while the
+ * failure is retriable. */
+static int commit_retry(struct ingest *in, const struct upm_kafka_offset *offs, size_t n)
 {
     int64_t backoff = 100;
     for (;;) {
         int retriable = 0;
-        if (upm_kafka_consumer_commit_offset(in->consumer, in->kcfg->topic, partition, offset, meta,
-                                             &retriable) == 0) {
+        if (upm_kafka_consumer_commit_offsets(in->consumer, in->kcfg->topic, offs, n,
+                                              &retriable) == 0) {
             upm_prom_set(in->backpressure, 0);
             return 0;
         }
@@ -187,123 +192,6 @@ static int dlq_flush(struct ingest *in)
     return 0;
 }
 
-/* ---- ranges ---------------------------------------------------------------- */
-
-/* Store one range: record its end (unless an earlier owner did), insert
- * every shard's block, make sure its DLQ messages are delivered, commit its
- * end. Anything short of that leaves the committed offset at r->start. */
-static enum step flush_range(struct ingest *in, struct ing_range *r, enum ing_cut cut)
-{
-    if (r->nmsgs == 0)
-        return STEP_OK;
-    int64_t end = r->next;
-    if (cut != ING_CUT_RECORDED) {
-        char meta[128];
-        if (ing_meta_format(meta, sizeof(meta), end, in->nshards) != 0 ||
-            commit_retry(in, r->partition, r->start, meta) != 0)
-            return STEP_RESTART;
-    }
-    for (uint32_t s = 0; s < in->nshards; s++) {
-        if (r->shard_rows[s] == 0)
-            continue;
-        if (insert_retry(in, s, &r->blocks[s], r->shard_rows[s]) != 0)
-            return STEP_RESTART;
-    }
-    if (dlq_flush(in) != 0 || commit_retry(in, r->partition, end, NULL) != 0)
-        return STEP_RESTART;
-
-    int64_t now = upm_clock_real_ns();
-    for (size_t i = 0; i < r->nvalid; i++)
-        upm_prom_observe(in->e2s_seconds, (double)(now - r->ts_ns[i]) / (double)UPM_NS_PER_S);
-    upm_prom_observe(in->batch_rows, (double)r->nvalid);
-    upm_prom_observe(in->batch_bytes, (double)r->bytes);
-    upm_prom_inc(upm_prom_series_get(in->batches, (const char *[]){ing_cut_name(cut)}), 1);
-    upm_log_debug(MOD,
-                  "range stored | partition=%" PRId32 " start=%" PRId64 " end=%" PRId64
-                  " messages=%zu rows=%zu cut=%s",
-                  r->partition, r->start, end, r->nmsgs, r->nvalid, ing_cut_name(cut));
-    ing_range_reset(r, end, -1);
-    return STEP_OK;
-}
-
-/* The range of a partition, set up from its committed offset and metadata
- * the first time a message of it arrives in this assignment. */
-static struct ing_range *range_for(struct ingest *in, int32_t partition, int64_t first_offset)
-{
-    if (partition < 0)
-        return NULL;
-    if ((size_t)partition >= in->nranges) {
-        size_t n = (size_t)partition + 1;
-        in->ranges = upm_realloc(in->ranges, n * sizeof(*in->ranges));
-        in->live = upm_realloc(in->live, n * sizeof(*in->live));
-        memset(in->ranges + in->nranges, 0, (n - in->nranges) * sizeof(*in->ranges));
-        memset(in->live + in->nranges, 0, (n - in->nranges) * sizeof(*in->live));
-        in->nranges = n;
-    }
-    struct ing_range *r = &in->ranges[partition];
-    if (in->live[partition])
-        return r;
-
-    int64_t committed = -1, end = -1;
-    char meta[512];
-    int64_t backoff = 100;
-    for (;;) {
-        int retriable = 0;
-        if (upm_kafka_consumer_committed(in->consumer, in->kcfg->topic, partition, 10000,
-                                         &committed, meta, sizeof(meta), &retriable) == 0)
-            break;
-        if (!retriable || giving_up(in))
-            return NULL;
-        backoff_sleep(in, &backoff);
-    }
-    uint32_t nshards = 0;
-    int prc = committed >= 0 ? ing_meta_parse(meta, &end, &nshards) : 1;
-    if (prc < 0) {
-        upm_log_warn(MOD, "ignoring malformed commit metadata | partition=%" PRId32 " meta=\"%s\"",
-                     partition, meta);
-        end = -1;
-    } else if (prc == 0 && nshards != in->nshards) {
-        /* Rows of the recorded range now hash differently: the replay cannot
-         * be deduplicated. Only a topology change does this. */
-        upm_log_error(MOD,
-                      "recorded range was cut for another shard count; its rows may be "
-                      "stored twice | partition=%" PRId32 " recorded=%" PRIu32 " now=%" PRIu32,
-                      partition, nshards, in->nshards);
-    }
-    if (prc != 0)
-        end = -1;
-    int64_t start = committed >= 0 ? committed : first_offset;
-    if (!r->blocks)
-        ing_range_init(r, partition, in->nshards, start, end);
-    else
-        ing_range_reset(r, start, end);
-    in->live[partition] = true;
-    upm_log_info(MOD,
-                 "partition started | partition=%" PRId32 " committed=%" PRId64
-                 " recorded_end=%" PRId64,
-                 partition, committed, end);
-    return r;
-}
-
-static enum step restart(struct ingest *in, const char *why)
-{
-    upm_prom_inc(in->restarts, 1);
-    upm_log_info(MOD, "dropping uncommitted work, rewinding to the committed offsets | why=%s",
-                 why);
-    for (size_t p = 0; p < in->nranges; p++)
-        in->live[p] = false;
-    in->rebalances_seen = upm_kafka_consumer_rebalances(in->consumer);
-    int64_t backoff = 100;
-    for (;;) {
-        int retriable = 0;
-        if (upm_kafka_consumer_rewind(in->consumer, 10000, &retriable) == 0 || !retriable ||
-            *in->stop)
-            break;
-        backoff_sleep(in, &backoff);
-    }
-    return STEP_RESTART;
-}
-
 static void produce_dlq(struct ingest *in, const struct upm_kafka_message *m,
                         const struct upm_event_error *err)
 {
@@ -335,6 +223,318 @@ static void produce_dlq(struct ingest *in, const struct upm_kafka_message *m,
     }
 }
 
+/* ---- groups ---------------------------------------------------------------- */
+
+/* Insert members' group block (members in the group's order) into every
+ * shard that has rows. */
+static int insert_group(struct ingest *in, struct ing_range *const *members, size_t n)
+{
+    for (uint32_t s = 0; s < in->nshards; s++) {
+        upm_buf_reset(&in->block);
+        size_t rows = ing_group_block(members, n, s, &in->block);
+        if (rows > 0 && insert_retry(in, s, &in->block, rows) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void observe_group(struct ingest *in, struct ing_range *const *members, size_t n,
+                          enum ing_cut cut)
+{
+    int64_t now = upm_clock_real_ns();
+    size_t rows = 0, bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct ing_range *r = members[i];
+        for (size_t j = 0; j < r->nvalid; j++)
+            upm_prom_observe(in->e2s_seconds, (double)(now - r->ts_ns[j]) / (double)UPM_NS_PER_S);
+        rows += r->nvalid;
+        bytes += r->bytes;
+    }
+    upm_prom_observe(in->batch_rows, (double)rows);
+    upm_prom_observe(in->batch_bytes, (double)bytes);
+    upm_prom_inc(upm_prom_series_get(in->batches, (const char *[]){ing_cut_name(cut)}), 1);
+    upm_log_debug(MOD, "group stored | members=%zu rows=%zu bytes=%zu cut=%s", n, rows, bytes,
+                  ing_cut_name(cut));
+}
+
+/* Store members (ascending partition, at most ING_GROUP_MAX) as one group:
+ * record the cut in every member's committed offset, insert each shard's
+ * block, deliver the DLQ messages, commit every member's end. Anything short
+ * of that leaves the committed offsets at the members' starts (the cut
+ * recorded or not, for all members alike). */
+static enum step store_group(struct ingest *in, struct ing_range *const *members, size_t n,
+                             enum ing_cut cut)
+{
+    struct ing_group g = {.nshards = in->nshards, .n = n};
+    struct upm_kafka_offset offs[ING_GROUP_MAX];
+    char meta[ING_GROUP_META_MAX];
+    for (size_t i = 0; i < n; i++)
+        g.m[i] = (struct ing_member){members[i]->partition, members[i]->start, members[i]->next};
+    if (ing_group_format(meta, sizeof(meta), &g) != 0) {
+        upm_log_error(MOD, "cannot record a cut of %zu members", n);
+        return STEP_RESTART;
+    }
+    for (size_t i = 0; i < n; i++)
+        offs[i] = (struct upm_kafka_offset){g.m[i].partition, g.m[i].start, meta};
+    if (commit_retry(in, offs, n) != 0 || insert_group(in, members, n) != 0 || dlq_flush(in) != 0)
+        return STEP_RESTART;
+    for (size_t i = 0; i < n; i++)
+        offs[i] = (struct upm_kafka_offset){g.m[i].partition, g.m[i].end, NULL};
+    if (commit_retry(in, offs, n) != 0)
+        return STEP_RESTART;
+    observe_group(in, members, n, cut);
+    for (size_t i = 0; i < n; i++)
+        ing_range_reset(members[i], members[i]->next);
+    return STEP_OK;
+}
+
+/* Cut the open group: every live partition with messages, ING_GROUP_MAX at
+ * a time. */
+static enum step flush_open(struct ingest *in, enum ing_cut cut)
+{
+    struct ing_range *members[ING_GROUP_MAX];
+    size_t n = 0;
+    for (size_t p = 0; p < in->nranges; p++) {
+        if (!in->live[p] || in->ranges[p].nmsgs == 0)
+            continue;
+        members[n++] = &in->ranges[p];
+        if (n == ING_GROUP_MAX) {
+            if (store_group(in, members, n, cut) != STEP_OK)
+                return STEP_RESTART;
+            n = 0;
+        }
+    }
+    if (n > 0 && store_group(in, members, n, cut) != STEP_OK)
+        return STEP_RESTART;
+    in->open = (struct ing_totals){0};
+    return STEP_OK;
+}
+
+/* ---- partitions and recorded cuts ------------------------------------------ */
+
+static void ensure_ranges(struct ingest *in, int32_t partition)
+{
+    if ((size_t)partition < in->nranges)
+        return;
+    size_t n = (size_t)partition + 1;
+    in->ranges = upm_realloc(in->ranges, n * sizeof(*in->ranges));
+    in->live = upm_realloc(in->live, n * sizeof(*in->live));
+    memset(in->ranges + in->nranges, 0, (n - in->nranges) * sizeof(*in->ranges));
+    memset(in->live + in->nranges, 0, (n - in->nranges) * sizeof(*in->live));
+    in->nranges = n;
+}
+
+static void set_live(struct ingest *in, int32_t partition, int64_t start)
+{
+    ensure_ranges(in, partition);
+    struct ing_range *r = &in->ranges[partition];
+    if (!r->blocks)
+        ing_range_init(r, partition, in->nshards, start);
+    else
+        ing_range_reset(r, start);
+    in->live[partition] = true;
+}
+
+static int committed(struct ingest *in, int32_t partition, int64_t *offset, char *meta,
+                     size_t meta_size)
+{
+    int64_t backoff = 100;
+    for (;;) {
+        int retriable = 0;
+        if (upm_kafka_consumer_committed(in->consumer, in->kcfg->topic, partition, 10000, offset,
+                                         meta, meta_size, &retriable) == 0)
+            return 0;
+        if (!retriable || giving_up(in))
+            return -1;
+        backoff_sleep(in, &backoff);
+    }
+}
+
+struct replay {
+    struct ingest *in;
+    const struct ing_group *g;
+    struct ing_range *ranges; /* [g->n], member order */
+    const bool *dlq;          /* [g->n]: deliver this member's rejected messages */
+};
+
+static int replay_message(void *opaque, const struct upm_kafka_message *m)
+{
+    struct replay *rp = opaque;
+    size_t i = 0;
+    while (i < rp->g->n && rp->g->m[i].partition != m->partition)
+        i++;
+    if (i == rp->g->n)
+        return 0;
+    struct upm_event ev;
+    struct upm_event_error err;
+    const char *value = m->value ? m->value : "";
+    bool valid =
+        upm_event_parse(value, m->value ? m->len : 0, &rp->in->evopts, &ev, &err) == 0;
+    long added = ing_range_add(&rp->ranges[i], valid ? &ev : NULL, m->offset);
+    upm_event_clear(&ev);
+    if (added < 0)
+        return -1;
+    if (!valid && rp->dlq[i])
+        produce_dlq(rp->in, m, &err);
+    return 0;
+}
+
+/*
+ * Finish a cut that an earlier owner recorded in partition's committed
+ * offset (meta, parsed into g): rebuild the group's blocks from exactly its
+ * members' messages, insert them (ClickHouse drops blocks it already has),
+ * deliver the DLQ messages, and commit the end of every member this
+ * consumer finishes: partition itself and the other members assigned here
+ * whose committed offset still carries the same record. When another member
+ * already moved past its end, the group was stored (ends are committed only
+ * after the inserts): nothing is inserted again. 0 with the finished members
+ * live at their ends; -1 to try again later.
+ */
+static int recover_group(struct ingest *in, int32_t partition, const struct ing_group *g,
+                         const char *meta)
+{
+    bool finish[ING_GROUP_MAX] = {false};
+    bool stored = false;
+    char *other = upm_malloc(ING_GROUP_META_MAX);
+    int rc = -1;
+    for (size_t i = 0; i < g->n; i++) {
+        const struct ing_member *m = &g->m[i];
+        if (m->partition == partition) {
+            finish[i] = true;
+            continue;
+        }
+        int64_t off = -1;
+        if (committed(in, m->partition, &off, other, ING_GROUP_META_MAX) != 0)
+            goto out;
+        if (off >= m->end)
+            stored = true;
+        else if (off == m->start && strcmp(other, meta) == 0 &&
+                 !((size_t)m->partition < in->nranges && in->live[m->partition]) &&
+                 upm_kafka_consumer_owns(in->consumer, in->kcfg->topic, m->partition))
+            finish[i] = true;
+    }
+
+    /* Read every member when the blocks must be rebuilt, else only the
+     * finished ones (their rejected messages go to the DLQ again). */
+    struct upm_kafka_span spans[ING_GROUP_MAX];
+    struct ing_range ranges[ING_GROUP_MAX];
+    struct ing_range *ptrs[ING_GROUP_MAX];
+    size_t nspans = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        ing_range_init(&ranges[i], g->m[i].partition, in->nshards, g->m[i].start);
+        ptrs[i] = &ranges[i];
+        if (!stored || finish[i])
+            spans[nspans++] = (struct upm_kafka_span){g->m[i].partition, g->m[i].start,
+                                                      g->m[i].end};
+    }
+    struct replay rp = {in, g, ranges, finish};
+    char why[512];
+    int64_t t0 = upm_clock_mono_ns();
+    if (upm_kafka_read_spans(in->kcfg, in->kcfg->topic, spans, nspans, 30000, replay_message, &rp,
+                             why, sizeof(why)) != 0) {
+        upm_log_warn(MOD, "re-reading a recorded cut failed, will retry | partition=%" PRId32
+                     " error=\"%s\"", partition, why);
+        goto free_ranges;
+    }
+    if (!stored && insert_group(in, ptrs, g->n) != 0)
+        goto free_ranges;
+    if (dlq_flush(in) != 0)
+        goto free_ranges;
+    struct upm_kafka_offset offs[ING_GROUP_MAX];
+    size_t noffs = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        if (finish[i])
+            offs[noffs++] = (struct upm_kafka_offset){g->m[i].partition, g->m[i].end, NULL};
+    }
+    if (commit_retry(in, offs, noffs) != 0)
+        goto free_ranges;
+    for (size_t i = 0; i < noffs; i++)
+        set_live(in, offs[i].partition, offs[i].offset);
+    upm_prom_inc(upm_prom_series_get(in->batches, (const char *[]){ing_cut_name(ING_CUT_RECORDED)}),
+                 1);
+    upm_log_info(MOD,
+                 "recorded cut finished | partition=%" PRId32 " members=%zu finished=%zu "
+                 "stored_before=%d seconds=%.3f meta=\"%s\"",
+                 partition, g->n, noffs, stored ? 1 : 0,
+                 (double)(upm_clock_mono_ns() - t0) / (double)UPM_NS_PER_S, meta);
+    rc = 0;
+free_ranges:
+    for (size_t i = 0; i < g->n; i++)
+        ing_range_free(&ranges[i]);
+out:
+    free(other);
+    return rc;
+}
+
+/* The range of a partition, set up from its committed offset and metadata
+ * the first time a message of it arrives in this assignment; a cut recorded
+ * there is finished first. NULL to start over (and try again). */
+static struct ing_range *range_for(struct ingest *in, int32_t partition, int64_t first_offset)
+{
+    if (partition < 0)
+        return NULL;
+    ensure_ranges(in, partition);
+    if (in->live[partition])
+        return &in->ranges[partition];
+    if (*in->stop)
+        return NULL; /* nothing new while stopping: the next owner starts it */
+
+    int64_t off = -1;
+    char *meta = upm_malloc(ING_GROUP_META_MAX);
+    struct ing_group g;
+    struct ing_range *r = NULL;
+    if (committed(in, partition, &off, meta, ING_GROUP_META_MAX) != 0)
+        goto out;
+    int prc = off >= 0 ? ing_group_parse(meta, partition, off, &g) : 1;
+    if (prc < 0)
+        upm_log_warn(MOD, "ignoring malformed commit metadata | partition=%" PRId32 " meta=\"%s\"",
+                     partition, meta);
+    if (prc == 0) {
+        if (g.nshards != in->nshards)
+            /* Rows of the recorded cut now hash differently: the replay
+             * cannot be deduplicated. Only a topology change does this. */
+            upm_log_error(MOD,
+                          "recorded cut was made for another shard count; its rows may be "
+                          "stored twice | partition=%" PRId32 " recorded=%" PRIu32 " now=%" PRIu32,
+                          partition, g.nshards, in->nshards);
+        if (recover_group(in, partition, &g, meta) != 0) {
+            int64_t backoff = 1000;
+            backoff_sleep(in, &backoff);
+            goto out;
+        }
+    } else {
+        set_live(in, partition, off >= 0 ? off : first_offset);
+    }
+    r = &in->ranges[partition];
+    upm_log_info(MOD,
+                 "partition started | partition=%" PRId32 " committed=%" PRId64 " start=%" PRId64
+                 " recorded_cut=%d",
+                 partition, off, r->start, prc == 0 ? 1 : 0);
+out:
+    free(meta);
+    return r;
+}
+
+static enum step restart(struct ingest *in, const char *why)
+{
+    upm_prom_inc(in->restarts, 1);
+    upm_log_info(MOD, "dropping uncommitted work, rewinding to the committed offsets | why=%s",
+                 why);
+    for (size_t p = 0; p < in->nranges; p++)
+        in->live[p] = false;
+    in->open = (struct ing_totals){0};
+    in->rebalances_seen = upm_kafka_consumer_rebalances(in->consumer);
+    int64_t backoff = 100;
+    for (;;) {
+        int retriable = 0;
+        if (upm_kafka_consumer_rewind(in->consumer, 10000, &retriable) == 0 || !retriable ||
+            *in->stop)
+            break;
+        backoff_sleep(in, &backoff);
+    }
+    return STEP_RESTART;
+}
+
 /* A backlog is what is left to read, not what one poll returned: the poll
  * is also bounded by librdkafka's prefetch (queued.max.messages.kbytes,
  * 16 MiB here), which holds fewer than poll_max messages of ~850 B, so a
@@ -361,7 +561,7 @@ static enum step process(struct ingest *in, const struct upm_kafka_message *m)
 {
     struct ing_range *r = range_for(in, m->partition, m->offset);
     if (!r)
-        return restart(in, "committed offset unavailable");
+        return restart(in, "partition could not be started");
     if (m->offset < r->start)
         return STEP_OK; /* below the committed offset: already stored */
 
@@ -372,26 +572,22 @@ static enum step process(struct ingest *in, const struct upm_kafka_message *m)
     int64_t now = upm_clock_mono_ns();
     upm_prom_inc(in->consumed, 1);
 
-    int rc = ing_range_add(r, valid ? &ev : NULL, m->offset, now);
-    if (rc == 1) {
-        /* Past the recorded end (offsets may have gaps): store that range. */
-        if (flush_range(in, r, ING_CUT_RECORDED) != STEP_OK) {
-            upm_event_clear(&ev);
-            return restart(in, "flush failed");
-        }
-        rc = ing_range_add(r, valid ? &ev : NULL, m->offset, now);
-    }
+    long added = ing_range_add(r, valid ? &ev : NULL, m->offset);
     upm_event_clear(&ev);
-    if (rc != 0)
+    if (added < 0)
         return restart(in, "offsets went backwards");
+    if (in->open.msgs++ == 0)
+        in->open.first_ns = now;
+    in->open.rows += valid;
+    in->open.bytes += (size_t)added;
     if (!valid) {
         upm_prom_inc(
             upm_prom_series_get(in->rejected, (const char *[]){upm_event_reason_name(err.reason)}),
             1);
         produce_dlq(in, m, &err);
     }
-    enum ing_cut cut = ing_range_cut(r, limits(in), now);
-    if (cut != ING_CUT_NONE && flush_range(in, r, cut) != STEP_OK)
+    enum ing_cut cut = ing_group_cut(&in->open, limits(in), now);
+    if (cut != ING_CUT_NONE && flush_open(in, cut) != STEP_OK)
         return restart(in, "flush failed");
     return STEP_OK;
 }
@@ -399,16 +595,11 @@ static enum step process(struct ingest *in, const struct upm_kafka_message *m)
 static enum step sweep(struct ingest *in, bool final)
 {
     int64_t now = upm_clock_mono_ns();
-    for (size_t p = 0; p < in->nranges; p++) {
-        if (!in->live[p])
-            continue;
-        struct ing_range *r = &in->ranges[p];
-        enum ing_cut cut = ing_range_cut(r, final ? &in->lim : limits(in), now);
-        if (cut == ING_CUT_NONE && final && r->nmsgs > 0 && r->recorded_end < 0)
-            cut = ING_CUT_FINAL;
-        if (cut != ING_CUT_NONE && flush_range(in, r, cut) != STEP_OK)
-            return restart(in, final ? "final flush failed" : "flush failed");
-    }
+    enum ing_cut cut = ing_group_cut(&in->open, final ? &in->lim : limits(in), now);
+    if (cut == ING_CUT_NONE && final && in->open.msgs > 0)
+        cut = ING_CUT_FINAL;
+    if (cut != ING_CUT_NONE && flush_open(in, cut) != STEP_OK)
+        return restart(in, final ? "final flush failed" : "flush failed");
     return STEP_OK;
 }
 
@@ -560,6 +751,7 @@ struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kaf
                                   icfg->batch_age_ms * UPM_NS_PER_MS};
     in->lim_backlog = in->lim;
     in->lim_backlog.max_age_ns = INT64_MAX;
+    upm_buf_init(&in->block, 0);
     in->evopts.cdn_hosts = (const char *const *)icfg->cdn_hosts.items;
     in->evopts.n_cdn_hosts = icfg->cdn_hosts.count;
     register_metrics(in);
@@ -667,5 +859,6 @@ void ingest_destroy(struct ingest *in)
         ing_range_free(&in->ranges[p]);
     free(in->ranges);
     free(in->live);
+    upm_buf_free(&in->block);
     free(in);
 }

@@ -319,8 +319,7 @@ def test_ingest_exactly_once_across_kill9(ienv):
     poll("all %d events stored after %d kills" % (n, kills), lambda: e.count() >= n, timeout=240)
     for path in (e.log[: e.log.rindex("-")] + "-%d.log" % i for i in range(kills + 1)):
         with open(path, "rb") as f:
-            replays += len([l for l in f if b"partition started" in l and
-                            b"recorded_end=-1" not in l])
+            replays += len([l for l in f if b"recorded cut finished" in l])
     time.sleep(2)
     assert e.count() == n, "after %d kill -9: %d rows for %d events" % (kills, e.count(), n)
     assert e.distinct() == n

@@ -244,6 +244,30 @@ int upm_kafka_consumer_commit_offset(struct upm_kafka_consumer *c, const char *t
                                      int32_t partition, int64_t offset, const char *metadata,
                                      int *retriable);
 
+/* One partition's offset for upm_kafka_consumer_commit_offsets. */
+struct upm_kafka_offset {
+    int32_t partition;
+    int64_t offset;       /* the next offset to read */
+    const char *metadata; /* NULL or "" = none */
+};
+
+/*
+ * Commit several partitions' offsets of one topic in a single synchronous
+ * request. The group coordinator appends one request's offsets to the
+ * group's log as one batch, so they take effect together or not at all;
+ * callers that record one fact in several partitions' metadata rely on it.
+ * Refuses (-1, *retriable = 0, nothing sent) unless every partition is
+ * assigned to this member. Errors as for upm_kafka_consumer_commit (any
+ * partition's error fails the call). Poll-thread only.
+ */
+int upm_kafka_consumer_commit_offsets(struct upm_kafka_consumer *c, const char *topic,
+                                      const struct upm_kafka_offset *offsets, size_t n,
+                                      int *retriable);
+
+/* 1 when partition of topic is currently assigned to this member, 0 when
+ * not or when the assignment cannot be read. Poll-thread only. */
+int upm_kafka_consumer_owns(struct upm_kafka_consumer *c, const char *topic, int32_t partition);
+
 /*
  * Fetch the group's committed offset of one partition from the broker,
  * waiting up to timeout_ms: 0 with *offset (-1 when nothing is committed)
@@ -302,6 +326,34 @@ int upm_kafka_consumer_close(struct upm_kafka_consumer *c);
 /* Free the consumer; closes it first if the caller did not. Every batch must
  * have been destroyed. NULL-safe. */
 void upm_kafka_consumer_destroy(struct upm_kafka_consumer *c);
+
+/* ---- span reader --------------------------------------------------------- */
+
+/* Offsets [start, end) of one partition. */
+struct upm_kafka_span {
+    int32_t partition;
+    int64_t start;
+    int64_t end;
+};
+
+/* Called for each message of a span, in offset order within a partition
+ * (partitions interleave); m is valid during the call only. Non-zero stops
+ * the read. */
+typedef int upm_kafka_message_fn(void *opaque, const struct upm_kafka_message *m);
+
+/*
+ * Read exactly the messages of topic that lie in the spans, with a
+ * short-lived consumer of its own (cfg's brokers and security settings,
+ * group "<group_id>.reader", partitions assigned by hand, nothing
+ * committed), waiting at most timeout_ms in total. Offsets may have gaps
+ * (transaction markers, compaction): a span is done at its last message or
+ * once the partition's end lies at or beyond the span's end. 0 when every
+ * span was read to its end; -1 with errstr on a timeout, a client error, an
+ * offset no longer in the log, or fn stopping the read.
+ */
+int upm_kafka_read_spans(const struct upm_kafka_config *cfg, const char *topic,
+                         const struct upm_kafka_span *spans, size_t n, int timeout_ms,
+                         upm_kafka_message_fn *fn, void *opaque, char *errstr, size_t errstr_size);
 
 size_t upm_kafka_batch_count(const struct upm_kafka_batch *b);
 /* Message i (0 <= i < count), in consumption order: per partition, by
