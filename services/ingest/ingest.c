@@ -1,6 +1,8 @@
 #include "ingest.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +27,10 @@ const struct upm_config_key ing_config_keys[] = {
      "ClickHouse shards in system.clusters shard_num order; each item is that shard's replica "
      "URLs joined by '|'.",
      UPM_CFG_REQUIRED},
-    {"table", UPM_CFG_STRING, IOFF(table), "events_local", NORANGE, NULL,
-     "Local (ReplicatedMergeTree) table written on every shard.", 0},
+    {"table", UPM_CFG_STRING, IOFF(table), "events_in", NORANGE, NULL,
+     "Table written on every shard: events_in, whose views fill events_local and the rollups "
+     "(sql/0008).",
+     0},
     {"batch_rows", UPM_CFG_INT, IOFF(batch_rows), "100000", 1, 10000000, NULL,
      "Valid rows (over every partition this replica consumes) that cut a group: one block per shard.", 0},
     {"batch_bytes", UPM_CFG_INT, IOFF(batch_bytes), "8388608", 1024, 1073741824, NULL,
@@ -39,6 +43,10 @@ const struct upm_config_key ing_config_keys[] = {
      "Upper bound of the wait between two attempts of a failed insert or commit.", 0},
     {"shutdown_timeout", UPM_CFG_DURATION_MS, IOFF(shutdown_timeout_ms), "15s", 0, 600000, NULL,
      "How long a stop may spend flushing and committing.", 0},
+    {"parallel_shards", UPM_CFG_BOOL, IOFF(parallel_shards), "true", NORANGE, NULL,
+     "Insert a group's blocks into the shards at once (one thread per shard) rather than one "
+     "after another.",
+     0},
     {"check_topology", UPM_CFG_BOOL, IOFF(check_topology), "true", NORANGE, NULL,
      "Refuse to start unless the shard count matches system.clusters.", 0},
     {"cdn_hosts", UPM_CFG_STRING_LIST, IOFF(cdn_hosts), "", NORANGE, NULL,
@@ -54,19 +62,41 @@ struct ingest {
     struct upm_prom_registry *reg;
     struct upm_httpd *httpd;
     volatile sig_atomic_t *stop;
-    int64_t deadline_ns; /* set once a stop is seen: the end of the shutdown budget */
+    /* Set once a stop is seen: the end of the shutdown budget. Atomic: the
+     * shard insert threads read and may set it too. */
+    _Atomic int64_t deadline_ns;
 
     struct upm_kafka_consumer *consumer;
     struct upm_kafka_producer *dlq;
     struct upm_ch_client **ch;
     uint32_t nshards;
 
-    struct ing_range *ranges; /* indexed by partition */
+    /* Indexed by partition: the open range (being read), the flushing one
+     * (its part of the group in flight), whether the partition was started
+     * in this assignment, and when its open range's first message came. */
+    struct ing_range *ranges;
+    struct ing_range *flushing;
     bool *live;
+    int64_t *first_ns;
     size_t nranges;
+    size_t scan_from; /* where the next cut starts looking for members */
     struct ing_totals open;             /* the live ranges' messages not yet stored */
     struct ing_limits lim, lim_backlog; /* lim_backlog: no age cut */
-    struct upm_buf block;               /* a group's block for one shard */
+    struct upm_buf *blocks;             /* [nshards] the group in flight's block per shard */
+    size_t *block_rows;                 /* [nshards] */
+    /* The group in flight: its inserts run on the flusher thread while the
+     * loop reads the next group (the guarantee allows one recorded cut per
+     * partition at a time, so the next cut waits for this one's end). */
+    struct inflight {
+        bool active;
+        bool threaded;
+        pthread_t thread;
+        atomic_bool done;
+        int rc;
+        enum ing_cut cut;
+        int64_t started_ns;
+        struct ing_group g;
+    } fl;
     /* The last poll came back full: a backlog. Age cuts are then off (sizes
      * still cut), so catching up writes big blocks instead of one small
      * block per partition and shard every batch_age — each block costs the
@@ -88,9 +118,10 @@ static bool giving_up(struct ingest *in)
     if (!*in->stop)
         return false;
     int64_t now = upm_clock_mono_ns();
-    if (in->deadline_ns == 0)
-        in->deadline_ns = now + in->cfg->shutdown_timeout_ms * UPM_NS_PER_MS;
-    return now >= in->deadline_ns;
+    int64_t none = 0;
+    (void)atomic_compare_exchange_strong(&in->deadline_ns, &none,
+                                         now + in->cfg->shutdown_timeout_ms * UPM_NS_PER_MS);
+    return now >= atomic_load(&in->deadline_ns);
 }
 
 /* Sleep, cut short by a stop; a stopping service still retries until its
@@ -225,17 +256,73 @@ static void produce_dlq(struct ingest *in, const struct upm_kafka_message *m,
 
 /* ---- groups ---------------------------------------------------------------- */
 
-/* Insert members' group block (members in the group's order) into every
- * shard that has rows. */
-static int insert_group(struct ingest *in, struct ing_range *const *members, size_t n)
+struct shard_insert {
+    struct ingest *in;
+    uint32_t shard;
+    int rc;
+};
+
+static void *shard_insert_run(void *arg)
+{
+    struct shard_insert *j = arg;
+    j->rc = insert_retry(j->in, j->shard, &j->in->blocks[j->shard], j->in->block_rows[j->shard]);
+    return NULL;
+}
+
+/* Build the group block of every shard from members (in the group's order)
+ * into in->blocks. */
+static void build_blocks(struct ingest *in, struct ing_range *const *members, size_t n)
 {
     for (uint32_t s = 0; s < in->nshards; s++) {
-        upm_buf_reset(&in->block);
-        size_t rows = ing_group_block(members, n, s, &in->block);
-        if (rows > 0 && insert_retry(in, s, &in->block, rows) != 0)
-            return -1;
+        upm_buf_reset(&in->blocks[s]);
+        in->block_rows[s] = ing_group_block(members, n, s, &in->blocks[s]);
     }
-    return 0;
+}
+
+/* Insert in->blocks into every shard that has rows: the shards at once
+ * (each has its own client and servers), unless ingest.parallel_shards is
+ * off. Runs on the flusher thread while the loop reads on. */
+static int insert_blocks(struct ingest *in)
+{
+    struct shard_insert *jobs = upm_calloc(in->nshards, sizeof(*jobs));
+    pthread_t *threads = upm_calloc(in->nshards, sizeof(*threads));
+    bool *started = upm_calloc(in->nshards, sizeof(*started));
+    int rc = 0;
+    uint32_t last = in->nshards;
+    for (uint32_t s = 0; s < in->nshards; s++) {
+        jobs[s] = (struct shard_insert){in, s, 0};
+        if (in->block_rows[s] > 0)
+            last = s;
+    }
+    for (uint32_t s = 0; s < in->nshards; s++) {
+        if (in->block_rows[s] == 0)
+            continue;
+        /* The last one runs here; so does every one when a thread cannot
+         * be had. */
+        if (s != last && in->cfg->parallel_shards &&
+            pthread_create(&threads[s], NULL, shard_insert_run, &jobs[s]) == 0)
+            started[s] = true;
+        else
+            shard_insert_run(&jobs[s]);
+    }
+    for (uint32_t s = 0; s < in->nshards; s++) {
+        if (started[s])
+            pthread_join(threads[s], NULL);
+        if (jobs[s].rc != 0)
+            rc = -1;
+    }
+    free(started);
+    free(threads);
+    free(jobs);
+    return rc;
+}
+
+static void *flusher_run(void *arg)
+{
+    struct ingest *in = arg;
+    in->fl.rc = insert_blocks(in);
+    atomic_store(&in->fl.done, true);
+    return NULL;
 }
 
 static void observe_group(struct ingest *in, struct ing_range *const *members, size_t n,
@@ -253,61 +340,125 @@ static void observe_group(struct ingest *in, struct ing_range *const *members, s
     upm_prom_observe(in->batch_rows, (double)rows);
     upm_prom_observe(in->batch_bytes, (double)bytes);
     upm_prom_inc(upm_prom_series_get(in->batches, (const char *[]){ing_cut_name(cut)}), 1);
-    upm_log_debug(MOD, "group stored | members=%zu rows=%zu bytes=%zu cut=%s", n, rows, bytes,
-                  ing_cut_name(cut));
+    upm_log_debug(MOD, "group stored | members=%zu rows=%zu bytes=%zu cut=%s seconds=%.3f", n,
+                  rows, bytes, ing_cut_name(cut),
+                  (double)(upm_clock_mono_ns() - in->fl.started_ns) / (double)UPM_NS_PER_S);
 }
 
-/* Store members (ascending partition, at most ING_GROUP_MAX) as one group:
- * record the cut in every member's committed offset, insert each shard's
- * block, deliver the DLQ messages, commit every member's end. Anything short
- * of that leaves the committed offsets at the members' starts (the cut
- * recorded or not, for all members alike). */
-static enum step store_group(struct ingest *in, struct ing_range *const *members, size_t n,
-                             enum ing_cut cut)
+/* The open group's totals, from the live ranges. */
+static void recount_open(struct ingest *in)
 {
-    struct ing_group g = {.nshards = in->nshards, .n = n};
+    struct ing_totals t = {0};
+    for (size_t p = 0; p < in->nranges; p++) {
+        const struct ing_range *r = &in->ranges[p];
+        if (!in->live[p] || r->nmsgs == 0)
+            continue;
+        t.msgs += r->nmsgs;
+        t.rows += r->nvalid;
+        t.bytes += r->bytes;
+        if (t.first_ns == 0 || in->first_ns[p] < t.first_ns)
+            t.first_ns = in->first_ns[p];
+    }
+    in->open = t;
+}
+
+/*
+ * Finish the group in flight once its inserts are done (wait: until they
+ * are): deliver the DLQ messages, commit every member's end. STEP_OK also
+ * when nothing is in flight or (without wait) it is still inserting. A
+ * failure leaves the members' committed offsets at their starts, the cut
+ * recorded: the caller starts over and the group is finished again.
+ */
+static enum step finish_group(struct ingest *in, bool wait)
+{
+    struct inflight *fl = &in->fl;
+    if (!fl->active || (!wait && !atomic_load(&fl->done)))
+        return STEP_OK;
+    if (fl->threaded)
+        pthread_join(fl->thread, NULL);
+    fl->active = false;
+    if (fl->rc != 0 || dlq_flush(in) != 0)
+        return STEP_RESTART;
     struct upm_kafka_offset offs[ING_GROUP_MAX];
-    char meta[ING_GROUP_META_MAX];
+    struct ing_range *members[ING_GROUP_MAX];
+    for (size_t i = 0; i < fl->g.n; i++) {
+        offs[i] = (struct upm_kafka_offset){fl->g.m[i].partition, fl->g.m[i].end, NULL};
+        members[i] = &in->flushing[fl->g.m[i].partition];
+    }
+    if (commit_retry(in, offs, fl->g.n) != 0)
+        return STEP_RESTART;
+    observe_group(in, members, fl->g.n, fl->cut);
+    return STEP_OK;
+}
+
+static int cmp_partition(const void *a, const void *b)
+{
+    int32_t x = (*(struct ing_range *const *)a)->partition;
+    int32_t y = (*(struct ing_range *const *)b)->partition;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Cut the open group and start storing it; a group still in flight is
+ * finished first (waiting for it). Members: the live partitions with
+ * messages, at most ING_GROUP_MAX, taken round-robin so that none waits
+ * for ever. The cut is recorded in every member's committed offset (start)
+ * in one commit before any insert; the members' ranges move to the
+ * flushing side and their open ranges begin at the members' ends. Unless
+ * wait, the inserts run on the flusher thread while the loop reads on.
+ */
+static enum step start_group(struct ingest *in, enum ing_cut cut, bool wait)
+{
+    if (finish_group(in, true) != STEP_OK)
+        return STEP_RESTART;
+    struct ing_range *members[ING_GROUP_MAX];
+    size_t n = 0;
+    for (size_t k = 0; k < in->nranges && n < ING_GROUP_MAX; k++) {
+        size_t p = (in->scan_from + k) % in->nranges;
+        if (in->live[p] && in->ranges[p].nmsgs > 0)
+            members[n++] = &in->ranges[p];
+    }
+    if (n == 0)
+        return STEP_OK;
+    in->scan_from = ((size_t)members[n - 1]->partition + 1) % in->nranges;
+    qsort(members, n, sizeof(members[0]), cmp_partition);
+
+    struct inflight *fl = &in->fl;
+    fl->g = (struct ing_group){.nshards = in->nshards, .n = n};
     for (size_t i = 0; i < n; i++)
-        g.m[i] = (struct ing_member){members[i]->partition, members[i]->start, members[i]->next};
-    if (ing_group_format(meta, sizeof(meta), &g) != 0) {
+        fl->g.m[i] = (struct ing_member){members[i]->partition, members[i]->start, members[i]->next};
+    char meta[ING_GROUP_META_MAX];
+    struct upm_kafka_offset offs[ING_GROUP_MAX];
+    if (ing_group_format(meta, sizeof(meta), &fl->g) != 0) {
         upm_log_error(MOD, "cannot record a cut of %zu members", n);
         return STEP_RESTART;
     }
     for (size_t i = 0; i < n; i++)
-        offs[i] = (struct upm_kafka_offset){g.m[i].partition, g.m[i].start, meta};
-    if (commit_retry(in, offs, n) != 0 || insert_group(in, members, n) != 0 || dlq_flush(in) != 0)
-        return STEP_RESTART;
-    for (size_t i = 0; i < n; i++)
-        offs[i] = (struct upm_kafka_offset){g.m[i].partition, g.m[i].end, NULL};
+        offs[i] = (struct upm_kafka_offset){fl->g.m[i].partition, fl->g.m[i].start, meta};
     if (commit_retry(in, offs, n) != 0)
         return STEP_RESTART;
-    observe_group(in, members, n, cut);
-    for (size_t i = 0; i < n; i++)
-        ing_range_reset(members[i], members[i]->next);
-    return STEP_OK;
-}
 
-/* Cut the open group: every live partition with messages, ING_GROUP_MAX at
- * a time. */
-static enum step flush_open(struct ingest *in, enum ing_cut cut)
-{
-    struct ing_range *members[ING_GROUP_MAX];
-    size_t n = 0;
-    for (size_t p = 0; p < in->nranges; p++) {
-        if (!in->live[p] || in->ranges[p].nmsgs == 0)
-            continue;
-        members[n++] = &in->ranges[p];
-        if (n == ING_GROUP_MAX) {
-            if (store_group(in, members, n, cut) != STEP_OK)
-                return STEP_RESTART;
-            n = 0;
-        }
+    /* Swap each member's open range with its flushing one. */
+    struct ing_range *flushing[ING_GROUP_MAX];
+    for (size_t i = 0; i < n; i++) {
+        int32_t p = fl->g.m[i].partition;
+        struct ing_range tmp = in->flushing[p];
+        in->flushing[p] = in->ranges[p];
+        in->ranges[p] = tmp;
+        ing_range_reset(&in->ranges[p], fl->g.m[i].end);
+        flushing[i] = &in->flushing[p];
     }
-    if (n > 0 && store_group(in, members, n, cut) != STEP_OK)
-        return STEP_RESTART;
-    in->open = (struct ing_totals){0};
-    return STEP_OK;
+    recount_open(in);
+    build_blocks(in, flushing, n);
+    fl->cut = cut;
+    fl->rc = 0;
+    fl->started_ns = upm_clock_mono_ns();
+    atomic_store(&fl->done, false);
+    fl->active = true;
+    fl->threaded = !wait && pthread_create(&fl->thread, NULL, flusher_run, in) == 0;
+    if (!fl->threaded)
+        flusher_run(in);
+    return wait ? finish_group(in, true) : STEP_OK;
 }
 
 /* ---- partitions and recorded cuts ------------------------------------------ */
@@ -316,11 +467,15 @@ static void ensure_ranges(struct ingest *in, int32_t partition)
 {
     if ((size_t)partition < in->nranges)
         return;
-    size_t n = (size_t)partition + 1;
+    size_t n = (size_t)partition + 1, old = in->nranges;
     in->ranges = upm_realloc(in->ranges, n * sizeof(*in->ranges));
+    in->flushing = upm_realloc(in->flushing, n * sizeof(*in->flushing));
     in->live = upm_realloc(in->live, n * sizeof(*in->live));
-    memset(in->ranges + in->nranges, 0, (n - in->nranges) * sizeof(*in->ranges));
-    memset(in->live + in->nranges, 0, (n - in->nranges) * sizeof(*in->live));
+    in->first_ns = upm_realloc(in->first_ns, n * sizeof(*in->first_ns));
+    memset(in->ranges + old, 0, (n - old) * sizeof(*in->ranges));
+    memset(in->flushing + old, 0, (n - old) * sizeof(*in->flushing));
+    memset(in->live + old, 0, (n - old) * sizeof(*in->live));
+    memset(in->first_ns + old, 0, (n - old) * sizeof(*in->first_ns));
     in->nranges = n;
 }
 
@@ -328,10 +483,12 @@ static void set_live(struct ingest *in, int32_t partition, int64_t start)
 {
     ensure_ranges(in, partition);
     struct ing_range *r = &in->ranges[partition];
-    if (!r->blocks)
+    if (!r->blocks) {
         ing_range_init(r, partition, in->nshards, start);
-    else
+        ing_range_init(&in->flushing[partition], partition, in->nshards, start);
+    } else {
         ing_range_reset(r, start);
+    }
     in->live[partition] = true;
 }
 
@@ -436,8 +593,11 @@ static int recover_group(struct ingest *in, int32_t partition, const struct ing_
                      " error=\"%s\"", partition, why);
         goto free_ranges;
     }
-    if (!stored && insert_group(in, ptrs, g->n) != 0)
-        goto free_ranges;
+    if (!stored) {
+        build_blocks(in, ptrs, g->n);
+        if (insert_blocks(in) != 0)
+            goto free_ranges;
+    }
     if (dlq_flush(in) != 0)
         goto free_ranges;
     struct upm_kafka_offset offs[ING_GROUP_MAX];
@@ -497,7 +657,8 @@ static struct ing_range *range_for(struct ingest *in, int32_t partition, int64_t
                           "recorded cut was made for another shard count; its rows may be "
                           "stored twice | partition=%" PRId32 " recorded=%" PRIu32 " now=%" PRIu32,
                           partition, g.nshards, in->nshards);
-        if (recover_group(in, partition, &g, meta) != 0) {
+        /* The recovery inserts with the blocks of the group in flight. */
+        if (finish_group(in, true) != STEP_OK || recover_group(in, partition, &g, meta) != 0) {
             int64_t backoff = 1000;
             backoff_sleep(in, &backoff);
             goto out;
@@ -520,6 +681,11 @@ static enum step restart(struct ingest *in, const char *why)
     upm_prom_inc(in->restarts, 1);
     upm_log_info(MOD, "dropping uncommitted work, rewinding to the committed offsets | why=%s",
                  why);
+    /* Its inserts read the blocks; their end is not committed (the cut
+     * stays recorded and is finished by whoever starts the members). */
+    if (in->fl.active && in->fl.threaded)
+        pthread_join(in->fl.thread, NULL);
+    in->fl.active = false;
     for (size_t p = 0; p < in->nranges; p++)
         in->live[p] = false;
     in->open = (struct ing_totals){0};
@@ -557,6 +723,21 @@ static const struct ing_limits *limits(struct ingest *in)
     return in->backlog ? &in->lim_backlog : &in->lim;
 }
 
+/* Cut the open group when its limits say so. An age cut waits for the
+ * group in flight to finish (the loop reads on meanwhile); a size cut waits
+ * for it here, which bounds memory to two groups. */
+static enum step cut_if_due(struct ingest *in, int64_t now)
+{
+    if (finish_group(in, false) != STEP_OK)
+        return restart(in, "storing a group failed");
+    enum ing_cut cut = ing_group_cut(&in->open, limits(in), now);
+    if (cut == ING_CUT_NONE || (cut == ING_CUT_AGE && in->fl.active))
+        return STEP_OK;
+    if (start_group(in, cut, false) != STEP_OK)
+        return restart(in, "storing a group failed");
+    return STEP_OK;
+}
+
 static enum step process(struct ingest *in, const struct upm_kafka_message *m)
 {
     struct ing_range *r = range_for(in, m->partition, m->offset);
@@ -572,6 +753,8 @@ static enum step process(struct ingest *in, const struct upm_kafka_message *m)
     int64_t now = upm_clock_mono_ns();
     upm_prom_inc(in->consumed, 1);
 
+    if (r->nmsgs == 0)
+        in->first_ns[m->partition] = now;
     long added = ing_range_add(r, valid ? &ev : NULL, m->offset);
     upm_event_clear(&ev);
     if (added < 0)
@@ -586,20 +769,17 @@ static enum step process(struct ingest *in, const struct upm_kafka_message *m)
             1);
         produce_dlq(in, m, &err);
     }
-    enum ing_cut cut = ing_group_cut(&in->open, limits(in), now);
-    if (cut != ING_CUT_NONE && flush_open(in, cut) != STEP_OK)
-        return restart(in, "flush failed");
-    return STEP_OK;
+    return cut_if_due(in, now);
 }
 
 static enum step sweep(struct ingest *in, bool final)
 {
-    int64_t now = upm_clock_mono_ns();
-    enum ing_cut cut = ing_group_cut(&in->open, final ? &in->lim : limits(in), now);
-    if (cut == ING_CUT_NONE && final && in->open.msgs > 0)
-        cut = ING_CUT_FINAL;
-    if (cut != ING_CUT_NONE && flush_open(in, cut) != STEP_OK)
-        return restart(in, final ? "final flush failed" : "flush failed");
+    if (!final)
+        return cut_if_due(in, upm_clock_mono_ns());
+    if (finish_group(in, true) != STEP_OK)
+        return restart(in, "final flush failed");
+    if (in->open.msgs > 0 && start_group(in, ING_CUT_FINAL, true) != STEP_OK)
+        return restart(in, "final flush failed");
     return STEP_OK;
 }
 
@@ -751,7 +931,6 @@ struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kaf
                                   icfg->batch_age_ms * UPM_NS_PER_MS};
     in->lim_backlog = in->lim;
     in->lim_backlog.max_age_ns = INT64_MAX;
-    upm_buf_init(&in->block, 0);
     in->evopts.cdn_hosts = (const char *const *)icfg->cdn_hosts.items;
     in->evopts.n_cdn_hosts = icfg->cdn_hosts.count;
     register_metrics(in);
@@ -766,6 +945,10 @@ struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kaf
     }
     in->nshards = (uint32_t)icfg->shards.count;
     in->ch = upm_calloc(in->nshards, sizeof(*in->ch));
+    in->blocks = upm_calloc(in->nshards, sizeof(*in->blocks));
+    in->block_rows = upm_calloc(in->nshards, sizeof(*in->block_rows));
+    for (uint32_t s = 0; s < in->nshards; s++)
+        upm_buf_init(&in->blocks[s], 0);
     for (uint32_t s = 0; s < in->nshards; s++) {
         struct upm_ch_config c = *ccfg;
         c.urls.count = split_urls(icfg->shards.items[s], &c.urls.items);
@@ -811,8 +994,9 @@ int ingest_run(struct ingest *in)
     while (!*in->stop) {
         struct upm_kafka_batch *b = NULL;
         int retriable = 0;
-        int n = upm_kafka_consumer_poll_batch(in->consumer, (size_t)in->cfg->poll_max, 100, &b,
-                                              &retriable);
+        /* A group in flight is finished between polls: poll briefly then. */
+        int n = upm_kafka_consumer_poll_batch(in->consumer, (size_t)in->cfg->poll_max,
+                                              in->fl.active ? 5 : 100, &b, &retriable);
         if (n < 0) {
             char why[256] = "";
             upm_kafka_consumer_fatal(in->consumer, why, sizeof(why));
@@ -841,6 +1025,9 @@ int ingest_run(struct ingest *in)
         if (upm_kafka_consumer_rebalances(in->consumer) == in->rebalances_seen)
             sweep(in, true);
     }
+    if (in->fl.active && in->fl.threaded)
+        pthread_join(in->fl.thread, NULL); /* its end stays uncommitted: finished by the next owner */
+    in->fl.active = false;
     (void)upm_kafka_producer_flush(in->dlq, 2000);
     upm_kafka_consumer_close(in->consumer);
     return ret;
@@ -857,8 +1044,15 @@ void ingest_destroy(struct ingest *in)
     free(in->ch);
     for (size_t p = 0; p < in->nranges; p++)
         ing_range_free(&in->ranges[p]);
+    for (size_t p = 0; p < in->nranges; p++)
+        ing_range_free(&in->flushing[p]);
     free(in->ranges);
+    free(in->flushing);
     free(in->live);
-    upm_buf_free(&in->block);
+    free(in->first_ns);
+    for (uint32_t s = 0; in->blocks && s < in->nshards; s++)
+        upm_buf_free(&in->blocks[s]);
+    free(in->blocks);
+    free(in->block_rows);
     free(in);
 }

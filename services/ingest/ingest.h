@@ -4,9 +4,10 @@
  * committed only behind stored rows. The guarantee and its reasoning are in
  * docs/ingest.md.
  *
- * One thread runs everything (the consumer, the DLQ producer and the
- * ClickHouse clients belong to it); only the registry is shared with the
- * HTTP thread.
+ * One thread runs the loop (the consumer and the DLQ producer belong to
+ * it); while a group is inserted, each shard's insert may run on a thread
+ * of its own with that shard's ClickHouse client. The registry is shared
+ * with the HTTP thread.
  */
 #ifndef UPMON_INGEST_INGEST_H
 #define UPMON_INGEST_INGEST_H
@@ -32,7 +33,8 @@ struct ing_config {
     int64_t poll_max; /* messages per poll */
     int64_t retry_backoff_max_ms;
     int64_t shutdown_timeout_ms;
-    bool check_topology; /* compare shards with system.clusters at start */
+    bool parallel_shards; /* insert a group's shard blocks at once */
+    bool check_topology;  /* compare shards with system.clusters at start */
     struct upm_strlist cdn_hosts;
 };
 

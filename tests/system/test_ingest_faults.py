@@ -100,11 +100,18 @@ def assert_exact(e, n, what):
     assert distinct == n, "%s: %d distinct (partition, offset) for %d events" % (
         what, distinct, n)
     for r in (1, 2):
-        rollup = sum(int(e.topology[(s, r)].scalar(
-            "SELECT countMerge(events) FROM %s.events_1s_local" % e.db))
-            for s in range(1, e.nshards + 1))
-        assert rollup == n, "%s: per-second rollup on replica %d counts %d events, %d stored" % (
-            what, r, rollup, n)
+        def rollup():
+            return sum(int(e.topology[(s, r)].scalar(
+                "SELECT countMerge(events) FROM %s.events_1s_local" % e.db))
+                for s in range(1, e.nshards + 1))
+        # A restarted replica fetches the rollup's parts after the table's: wait for
+        # them, then judge (a count that never converges fails here).
+        poll("%s: per-second rollup on replica %d holds %d events" % (what, r, n),
+             lambda: rollup() >= n, timeout=120)
+        time.sleep(1)
+        got = rollup()
+        assert got == n, "%s: per-second rollup on replica %d counts %d events, %d stored" % (
+            what, r, got, n)
 
 
 def test_ingest_exact_with_a_whole_shard_down_for_30s(ienv):  # noqa: F811

@@ -196,7 +196,8 @@ def values(rows):
 
 
 def insert(ch, db, rows):
-    ch.query("INSERT INTO %s.events_local (%s) VALUES %s" % (db, COLUMNS, values(rows)))
+    # events_in: the table writers use; its views fill events_local and the rollups.
+    ch.query("INSERT INTO %s.events_in (%s) VALUES %s" % (db, COLUMNS, values(rows)))
 
 
 def add_counts(e, x):

@@ -134,7 +134,7 @@ def test_migrations_load_and_rollups_fill(chdb_session):
         ("a2", base + 10**9, "UPDATE", 0, 0, "FR", 12),
         ("a2", base + 2 * 10**9, "ERROR", 0, 0, "FR", 12),
     ]
-    q(s, "INSERT INTO %s.events_local (event_date, ts_ns, item_id, attempt_id, request_id, event, "
+    q(s, "INSERT INTO %s.events_in (event_date, ts_ns, item_id, attempt_id, request_id, event, "
          "is_created, up_ts, origin, origin_id, country, company_id, category_id, media, "
          "media_own, media_external, media_bad, data, kafka_partition, kafka_offset) VALUES %s"
       % (DB, ",".join("('2026-01-05', %d, 1, '%s', 'r', '%s', %d, %d, 'upload/ui', 'o', '%s', %d, "
