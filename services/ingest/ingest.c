@@ -872,7 +872,7 @@ static void register_metrics(struct ingest *in)
                          "Failed insert attempts (after the client's own retries), by shard.", 1,
                          (const char *[]){"shard"});
     in->batches = upm_prom_counter(reg, "upmon_ingest_batches_total",
-                                   "Ranges stored, by what cut them.", 1, (const char *[]){"cut"});
+                                   "Groups stored, by what cut them.", 1, (const char *[]){"cut"});
     in->dlq_produced = upm_prom_series_get(
         upm_prom_counter(reg, "upmon_ingest_dlq_produced_total",
                          "Rejected messages delivered to the DLQ topic.", 0, NULL),
@@ -897,11 +897,11 @@ static void register_metrics(struct ingest *in)
                        0, NULL),
         NULL);
     in->batch_rows = upm_prom_series_get(
-        upm_prom_histogram(reg, "upmon_ingest_batch_rows", "Valid rows per stored range.",
+        upm_prom_histogram(reg, "upmon_ingest_batch_rows", "Valid rows per stored group.",
                            sizeof(rows_b) / sizeof(rows_b[0]), rows_b, 0, NULL),
         NULL);
     in->batch_bytes = upm_prom_series_get(
-        upm_prom_histogram(reg, "upmon_ingest_batch_bytes", "RowBinary bytes per stored range.",
+        upm_prom_histogram(reg, "upmon_ingest_batch_bytes", "RowBinary bytes per stored group.",
                            sizeof(bytes_b) / sizeof(bytes_b[0]), bytes_b, 0, NULL),
         NULL);
     in->insert_seconds =
