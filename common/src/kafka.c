@@ -1061,8 +1061,7 @@ int upm_kafka_consumer_owns(struct upm_kafka_consumer *c, const char *topic, int
 }
 
 int upm_kafka_consumer_commit_offsets(struct upm_kafka_consumer *c, const char *topic,
-                                      const struct upm_kafka_offset *offs, size_t n,
-                                      int *retriable)
+                                      const struct upm_kafka_offset *offs, size_t n, int *retriable)
 {
     int dummy;
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -1338,8 +1337,7 @@ int upm_kafka_read_spans(const struct upm_kafka_config *cfg, const char *topic,
     char group[512];
     snprintf(group, sizeof(group), "%s.reader", cfg->group_id);
     if (set_prop(conf, "group_id", "group.id", group, errstr, errstr_size) ||
-        set_prop(conf, "statistics_interval", "statistics.interval.ms", "0", errstr,
-                 errstr_size) ||
+        set_prop(conf, "statistics_interval", "statistics.interval.ms", "0", errstr, errstr_size) ||
         set_prop(conf, "auto_offset_reset", "auto.offset.reset", "error", errstr, errstr_size))
         goto out;
     client_init(&cl, NULL, conf);
@@ -1425,8 +1423,9 @@ int upm_kafka_read_spans(const struct upm_kafka_config *cfg, const char *topic,
             .impl = rkm,
         };
         if (fn(opaque, &m) != 0) {
-            snprintf(errstr, errstr_size, "kafka: the reader's caller stopped at partition %" PRId32
-                     " offset %" PRId64, rkm->partition, rkm->offset);
+            snprintf(errstr, errstr_size,
+                     "kafka: the reader's caller stopped at partition %" PRId32 " offset %" PRId64,
+                     rkm->partition, rkm->offset);
             rd_kafka_message_destroy(rkm);
             goto out;
         }

@@ -32,7 +32,9 @@ const struct upm_config_key ing_config_keys[] = {
      "(sql/0008).",
      0},
     {"batch_rows", UPM_CFG_INT, IOFF(batch_rows), "100000", 1, 10000000, NULL,
-     "Valid rows (over every partition this replica consumes) that cut a group: one block per shard.", 0},
+     "Valid rows (over every partition this replica consumes) that cut a group: one block per "
+     "shard.",
+     0},
     {"batch_bytes", UPM_CFG_INT, IOFF(batch_bytes), "8388608", 1024, 1073741824, NULL,
      "RowBinary bytes (over every partition this replica consumes) that cut a group.", 0},
     {"batch_age", UPM_CFG_DURATION_MS, IOFF(batch_age_ms), "250ms", 1, 600000, NULL,
@@ -79,7 +81,7 @@ struct ingest {
     bool *live;
     int64_t *first_ns;
     size_t nranges;
-    size_t scan_from; /* where the next cut starts looking for members */
+    size_t scan_from;                   /* where the next cut starts looking for members */
     struct ing_totals open;             /* the live ranges' messages not yet stored */
     struct ing_limits lim, lim_backlog; /* lim_backlog: no age cut */
     struct upm_buf *blocks;             /* [nshards] the group in flight's block per shard */
@@ -159,8 +161,8 @@ static int commit_retry(struct ingest *in, const struct upm_kafka_offset *offs, 
     int64_t backoff = 100;
     for (;;) {
         int retriable = 0;
-        if (upm_kafka_consumer_commit_offsets(in->consumer, in->kcfg->topic, offs, n,
-                                              &retriable) == 0) {
+        if (upm_kafka_consumer_commit_offsets(in->consumer, in->kcfg->topic, offs, n, &retriable) ==
+            0) {
             upm_prom_set(in->backpressure, 0);
             return 0;
         }
@@ -340,8 +342,8 @@ static void observe_group(struct ingest *in, struct ing_range *const *members, s
     upm_prom_observe(in->batch_rows, (double)rows);
     upm_prom_observe(in->batch_bytes, (double)bytes);
     upm_prom_inc(upm_prom_series_get(in->batches, (const char *[]){ing_cut_name(cut)}), 1);
-    upm_log_debug(MOD, "group stored | members=%zu rows=%zu bytes=%zu cut=%s seconds=%.3f", n,
-                  rows, bytes, ing_cut_name(cut),
+    upm_log_debug(MOD, "group stored | members=%zu rows=%zu bytes=%zu cut=%s seconds=%.3f", n, rows,
+                  bytes, ing_cut_name(cut),
                   (double)(upm_clock_mono_ns() - in->fl.started_ns) / (double)UPM_NS_PER_S);
 }
 
@@ -426,7 +428,8 @@ static enum step start_group(struct ingest *in, enum ing_cut cut, bool wait)
     struct inflight *fl = &in->fl;
     fl->g = (struct ing_group){.nshards = in->nshards, .n = n};
     for (size_t i = 0; i < n; i++)
-        fl->g.m[i] = (struct ing_member){members[i]->partition, members[i]->start, members[i]->next};
+        fl->g.m[i] =
+            (struct ing_member){members[i]->partition, members[i]->start, members[i]->next};
     char meta[ING_GROUP_META_MAX];
     struct upm_kafka_offset offs[ING_GROUP_MAX];
     if (ing_group_format(meta, sizeof(meta), &fl->g) != 0) {
@@ -525,8 +528,7 @@ static int replay_message(void *opaque, const struct upm_kafka_message *m)
     struct upm_event ev;
     struct upm_event_error err;
     const char *value = m->value ? m->value : "";
-    bool valid =
-        upm_event_parse(value, m->value ? m->len : 0, &rp->in->evopts, &ev, &err) == 0;
+    bool valid = upm_event_parse(value, m->value ? m->len : 0, &rp->in->evopts, &ev, &err) == 0;
     long added = ing_range_add(&rp->ranges[i], valid ? &ev : NULL, m->offset);
     upm_event_clear(&ev);
     if (added < 0)
@@ -581,16 +583,18 @@ static int recover_group(struct ingest *in, int32_t partition, const struct ing_
         ing_range_init(&ranges[i], g->m[i].partition, in->nshards, g->m[i].start);
         ptrs[i] = &ranges[i];
         if (!stored || finish[i])
-            spans[nspans++] = (struct upm_kafka_span){g->m[i].partition, g->m[i].start,
-                                                      g->m[i].end};
+            spans[nspans++] =
+                (struct upm_kafka_span){g->m[i].partition, g->m[i].start, g->m[i].end};
     }
     struct replay rp = {in, g, ranges, finish};
     char why[512];
     int64_t t0 = upm_clock_mono_ns();
     if (upm_kafka_read_spans(in->kcfg, in->kcfg->topic, spans, nspans, 30000, replay_message, &rp,
                              why, sizeof(why)) != 0) {
-        upm_log_warn(MOD, "re-reading a recorded cut failed, will retry | partition=%" PRId32
-                     " error=\"%s\"", partition, why);
+        upm_log_warn(MOD,
+                     "re-reading a recorded cut failed, will retry | partition=%" PRId32
+                     " error=\"%s\"",
+                     partition, why);
         goto free_ranges;
     }
     if (!stored) {
@@ -1026,7 +1030,8 @@ int ingest_run(struct ingest *in)
             sweep(in, true);
     }
     if (in->fl.active && in->fl.threaded)
-        pthread_join(in->fl.thread, NULL); /* its end stays uncommitted: finished by the next owner */
+        pthread_join(in->fl.thread,
+                     NULL); /* its end stays uncommitted: finished by the next owner */
     in->fl.active = false;
     (void)upm_kafka_producer_flush(in->dlq, 2000);
     upm_kafka_consumer_close(in->consumer);

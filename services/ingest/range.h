@@ -22,9 +22,9 @@
 struct ing_range {
     int32_t partition;
     uint32_t nshards;
-    int64_t start;          /* committed offset the range begins at */
-    int64_t next;           /* offset after the last message added; == start when empty */
-    size_t nmsgs;           /* messages added (valid and rejected) */
+    int64_t start; /* committed offset the range begins at */
+    int64_t next;  /* offset after the last message added; == start when empty */
+    size_t nmsgs;  /* messages added (valid and rejected) */
     size_t nvalid;
     size_t bytes;           /* RowBinary bytes over all shards */
     struct upm_buf *blocks; /* [nshards] RowBinary */

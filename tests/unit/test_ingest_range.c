@@ -212,20 +212,20 @@ static void test_group_meta(void **state)
         "upmon-ingest/1 end=-5 shards=2",
         "upmon-ingest/1 end=5 shards=2 x",
         "upmon-ingest/1 end=99999999999999999999 shards=2",
-        "upmon-ingest/1 end=4 shards=2",                /* end before the committed start */
-        "upmon-ingest/2 shards=2 p=",                   /* no member */
-        "upmon-ingest/2 shards=0 p=3:10-20",            /* no shard */
-        "upmon-ingest/2 shards=2 p=3:10-20,",           /* trailing comma */
-        "upmon-ingest/2 shards=2 p=3:10-20,3:10-20",    /* duplicate */
-        "upmon-ingest/2 shards=2 p=4:1-2,3:10-20",      /* not ascending */
-        "upmon-ingest/2 shards=2 p=3:20-10",            /* start after end */
-        "upmon-ingest/2 shards=2 p=3:11-20",            /* recorded at another start */
-        "upmon-ingest/2 shards=2 p=2:10-20",            /* partition absent */
-        "upmon-ingest/2 shards=2 p=3:10-20 ",           /* trailing blank */
-        "upmon-ingest/2 shards=2 p=3:+10-20",           /* sign */
+        "upmon-ingest/1 end=4 shards=2",             /* end before the committed start */
+        "upmon-ingest/2 shards=2 p=",                /* no member */
+        "upmon-ingest/2 shards=0 p=3:10-20",         /* no shard */
+        "upmon-ingest/2 shards=2 p=3:10-20,",        /* trailing comma */
+        "upmon-ingest/2 shards=2 p=3:10-20,3:10-20", /* duplicate */
+        "upmon-ingest/2 shards=2 p=4:1-2,3:10-20",   /* not ascending */
+        "upmon-ingest/2 shards=2 p=3:20-10",         /* start after end */
+        "upmon-ingest/2 shards=2 p=3:11-20",         /* recorded at another start */
+        "upmon-ingest/2 shards=2 p=2:10-20",         /* partition absent */
+        "upmon-ingest/2 shards=2 p=3:10-20 ",        /* trailing blank */
+        "upmon-ingest/2 shards=2 p=3:+10-20",        /* sign */
         "upmon-ingest/2 shards=2 p=-3:10-20",
         "upmon-ingest/2 shards=2  p=3:10-20",
-        "upmon-ingest/2 shards=2 p=2147483648:10-20",   /* partition overflow */
+        "upmon-ingest/2 shards=2 p=2147483648:10-20", /* partition overflow */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = ing_group_parse(bad[i], 3, 10, &g);
