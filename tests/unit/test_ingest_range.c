@@ -23,12 +23,13 @@
 static void make_event(struct upm_event *ev, int i)
 {
     char json[512];
-    snprintf(json, sizeof(json),
-             "{\"item_id\":%d,\"attempt_id\":\"att-%d\",\"request_id\":\"r\",\"event\":\"UPDATE\","
-             "\"ts_ns\":%d000,\"is_created\":false,\"origin\":\"o\",\"origin_id\":\"x\","
-             "\"country\":\"FR\","
-             "\"company_id\":1,\"category_id\":2}",
-             i, i * 7919, i + 1);
+    snprintf(
+        json, sizeof(json),
+        "{\"item_id\":%d,\"attempt_id\":\"att-%lld\",\"request_id\":\"r\",\"event\":\"UPDATE\","
+        "\"ts_ns\":%d000,\"is_created\":false,\"origin\":\"o\",\"origin_id\":\"x\","
+        "\"country\":\"FR\","
+        "\"company_id\":1,\"category_id\":2}",
+        i, (long long)i * 7919, i + 1);
     struct upm_event_error err;
     assert_int_equal(upm_event_parse(json, strlen(json), NULL, ev, &err), 0);
 }
@@ -72,7 +73,7 @@ static void test_range_shards(void **state)
         if (off % 5 == 4)
             continue;
         char id[32];
-        snprintf(id, sizeof(id), "att-%d", (int)(2 * 100000 + off) * 7919);
+        snprintf(id, sizeof(id), "att-%lld", (long long)(2 * 100000 + off) * 7919);
         uint32_t s = upm_siphash_shard(id, strlen(id), 3);
         assert_non_null(memmem(r.blocks[s].data, r.blocks[s].len, id, strlen(id)));
     }
