@@ -69,6 +69,7 @@ static void usage(FILE *out)
           "  kafka-produce --topic T --count N [--seed S]\n"
           "  kafka-consume --topic T --group G --max N [--seed S] [--commit]\n"
           "                [--timeout-ms MS] [--idle-ms MS]\n"
+          "  kafka-commit --topic T --group G --offsets P=OFF[,P=OFF...] [--metadata M]\n"
           "  serve --seconds S [--label VALUE]\n"
           "Configuration: UPMON_LOG_*, UPMON_HTTP_*, UPMON_KAFKA_*, UPMON_CLICKHOUSE_*.\n",
           out);
@@ -82,6 +83,8 @@ struct opts {
     const char *topic;
     const char *group;
     const char *label;
+    const char *offsets;
+    const char *metadata;
     int64_t rows;
     int64_t seed;
     int64_t count;
@@ -133,6 +136,10 @@ static int parse_opts(int argc, char **argv, int first, struct opts *o)
             o->group = v;
         else if (strcmp(f, "--label") == 0)
             o->label = v;
+        else if (strcmp(f, "--offsets") == 0)
+            o->offsets = v;
+        else if (strcmp(f, "--metadata") == 0)
+            o->metadata = v;
         else if (strcmp(f, "--rows") == 0)
             rc = parse_i64(f, v, 1, 10000000, &o->rows);
         else if (strcmp(f, "--seed") == 0)
@@ -648,6 +655,62 @@ out:
     return ret;
 }
 
+/* ---- kafka-commit -------------------------------------------------------- */
+
+/* Join G as its only member (so every partition is assigned here) and
+ * commit the listed offsets, all with --metadata, in one commit: how a test
+ * leaves the state a crashed consumer would have left. */
+static int cmd_kafka_commit(const struct probe_config *cfg, const struct opts *o)
+{
+    if (need("--topic", o->topic) || need("--group", o->group) || need("--offsets", o->offsets))
+        return EXIT_USAGE;
+    struct upm_kafka_offset offs[256];
+    size_t n = 0;
+    const char *p = o->offsets;
+    while (*p && n < sizeof(offs) / sizeof(offs[0])) {
+        char *end = NULL;
+        long part = strtol(p, &end, 10);
+        if (end == p || *end != '=')
+            return EXIT_USAGE;
+        p = end + 1;
+        long long off = strtoll(p, &end, 10);
+        if (end == p || (*end != ',' && *end != '\0'))
+            return EXIT_USAGE;
+        offs[n++] = (struct upm_kafka_offset){(int32_t)part, off, o->metadata};
+        p = *end ? end + 1 : end;
+    }
+    char errstr[512];
+    struct upm_kafka_config kc = cfg->kafka;
+    kc.group_id = (char *)o->group;
+    const char *topics[] = {o->topic};
+    struct upm_kafka_consumer *c =
+        upm_kafka_consumer_create(&kc, NULL, topics, 1, errstr, sizeof(errstr));
+    if (!c) {
+        printf("error=%s\n", errstr);
+        return EXIT_FAIL;
+    }
+    int ret = EXIT_FAIL;
+    int64_t deadline = upm_clock_mono_ns() + 60 * UPM_NS_PER_S;
+    while (upm_kafka_consumer_assigned(c) <= 0 && upm_clock_mono_ns() < deadline) {
+        struct upm_kafka_batch *b = NULL;
+        int retriable = 0;
+        /* Joining happens in polls; what they return is not consumed. */
+        if (upm_kafka_consumer_poll_batch(c, 1, 200, &b, &retriable) < 0)
+            break;
+        upm_kafka_batch_destroy(b);
+    }
+    int retriable = 0;
+    if (upm_kafka_consumer_commit_offsets(c, o->topic, offs, n, &retriable) == 0) {
+        printf("result=ok\ncommitted=%zu\n", n);
+        ret = 0;
+    } else {
+        printf("result=error\nretriable=%d\n", retriable);
+    }
+    upm_kafka_consumer_close(c);
+    upm_kafka_consumer_destroy(c);
+    return ret;
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -699,6 +762,8 @@ int main(int argc, char **argv)
         ret = cmd_kafka_produce(&cfg, &o);
     else if (strcmp(cmd, "kafka-consume") == 0)
         ret = cmd_kafka_consume(&cfg, &o);
+    else if (strcmp(cmd, "kafka-commit") == 0)
+        ret = cmd_kafka_commit(&cfg, &o);
     else if (strcmp(cmd, "serve") == 0)
         ret = cmd_serve(&cfg, &o);
     else {

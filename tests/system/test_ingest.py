@@ -293,6 +293,86 @@ def test_ingest_exact_counts_dlq_and_shard_routing(ienv):
     assert stop(p) == 0, "SIGTERM must end upmon-ingest with exit 0"
 
 
+def probe_bin():
+    build = os.environ.get("UPMON_BUILD_DIR") or os.path.join(ROOT, "build")
+    path = os.path.join(build, "tests", "system_probe")
+    if not os.path.exists(path):
+        pytest.fail("%s missing: build it (ninja -C build system_probe)" % path, pytrace=False)
+    return path
+
+
+def end_offsets(e, parts):
+    """Each partition's log end (the offset the next message would get), via kcat -Q."""
+    argv = ["kcat", "-Q", "-b", e.brokers]
+    for part in parts:
+        argv += ["-t", "%s:%d:-1" % (e.topic, part)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, "kcat -Q failed: %s" % out.stderr
+    ends = {}
+    for line in out.stdout.splitlines():
+        # "<topic> [<partition>] offset <end>"
+        words = line.split()
+        if len(words) == 4 and words[1].startswith("[") and words[2] == "offset":
+            ends[int(words[1].strip("[]"))] = int(words[3])
+    assert sorted(ends) == sorted(parts), out.stdout
+    return ends
+
+
+def commit_as_crashed(e, offsets, metadata):
+    """Leave the group's committed offsets (and their metadata) as a consumer that
+    recorded a cut and died would have."""
+    env = dict(os.environ)
+    env.update({"UPMON_KAFKA_BROKERS": e.brokers, "UPMON_LOG_LEVEL": "warn"})
+    r = subprocess.run([probe_bin(), "kafka-commit", "--topic", e.topic, "--group", e.group,
+                        "--offsets", ",".join("%d=%d" % kv for kv in sorted(offsets.items())),
+                        "--metadata", metadata], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "result=ok" in r.stdout, r.stdout + r.stderr
+
+
+def test_ingest_finishes_a_group_recorded_by_a_crashed_consumer(ienv):
+    """A cut recorded in three partitions' offsets and never inserted is rebuilt and
+    stored once; a record whose group another member shows as stored inserts nothing."""
+    e = ienv
+    if not os.path.exists(SCHEMA_BIN):
+        pytest.skip("needs the real schema (rollups)")
+    n = 3000
+    produce(e.brokers, e.topic, valid_events(n, 21))
+    ends = end_offsets(e, range(6))
+    assert all(ends[p] > 0 for p in (0, 1, 2, 3)), ends
+    meta = "upmon-ingest/2 shards=%d p=%s" % (
+        e.nshards, ",".join("%d:0-%d" % (p, ends[p]) for p in (0, 1, 2)))
+    commit_as_crashed(e, {0: 0, 1: 0, 2: 0}, meta)
+
+    p = e.start()
+    poll("all %d events stored" % n, lambda: e.count() >= n, timeout=120)
+    time.sleep(2)
+    assert e.count() == n and e.distinct() == n, (e.count(), e.distinct())
+    with open(e.log, "rb") as f:
+        log = f.read().decode(errors="replace")
+    finished = [l for l in log.splitlines() if "recorded cut finished" in l]
+    # Whichever member came first finished the group for all three (one replica owns all).
+    assert len(finished) == 1 and "finished=3" in finished[0] and "stored_before=0" in finished[0], \
+        finished
+    assert stop(p) == 0
+
+    # Partition 0 rewound with a record naming partition 3, which is past its end: that
+    # group was stored (ends are committed only after the inserts), so nothing may be
+    # inserted again. Inserting it would duplicate rows: this block never existed.
+    meta2 = "upmon-ingest/2 shards=%d p=0:0-%d,3:0-%d" % (e.nshards, ends[0], ends[3])
+    commit_as_crashed(e, {0: 0}, meta2)
+    p = e.start()
+    poll("the second record finished", lambda: "stored_before=1" in open(e.log, "rb").read()
+         .decode(errors="replace"), timeout=60)
+    time.sleep(3)
+    assert e.count() == n and e.distinct() == n, (e.count(), e.distinct())
+    rollup = sum(int(e.topology[(s, 1)].scalar(
+        "SELECT countMerge(events) FROM %s.events_1s_local" % e.db))
+        for s in range(1, e.nshards + 1))
+    assert rollup == n, "per-second rollup counts %d events, %d stored" % (rollup, n)
+    assert stop(p) == 0
+
+
 def test_ingest_exactly_once_across_kill9(ienv):
     e = ienv
     n = N_VALID
