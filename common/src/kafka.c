@@ -865,13 +865,10 @@ fail:
     return NULL;
 }
 
-static void batch_add(struct upm_kafka_batch *b, rd_kafka_message_t *rkm)
+/* Our view of a librdkafka message; its pointers live as long as rkm. */
+static struct upm_kafka_message message_of(rd_kafka_message_t *rkm)
 {
-    if (b->count == b->cap) {
-        b->cap = b->cap ? b->cap * 2 : 64;
-        b->msgs = upm_realloc(b->msgs, b->cap * sizeof(*b->msgs));
-    }
-    b->msgs[b->count++] = (struct upm_kafka_message){
+    return (struct upm_kafka_message){
         .topic = rd_kafka_topic_name(rkm->rkt),
         .partition = rkm->partition,
         .offset = rkm->offset,
@@ -882,6 +879,15 @@ static void batch_add(struct upm_kafka_batch *b, rd_kafka_message_t *rkm)
         .len = rkm->len,
         .impl = rkm,
     };
+}
+
+static void batch_add(struct upm_kafka_batch *b, rd_kafka_message_t *rkm)
+{
+    if (b->count == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->msgs = upm_realloc(b->msgs, b->cap * sizeof(*b->msgs));
+    }
+    b->msgs[b->count++] = message_of(rkm);
 }
 
 int upm_kafka_consumer_poll_batch(struct upm_kafka_consumer *c, size_t max, int timeout_ms,
@@ -1411,17 +1417,7 @@ int upm_kafka_read_spans(const struct upm_kafka_config *cfg, const char *topic,
             rd_kafka_message_destroy(rkm);
             continue;
         }
-        const struct upm_kafka_message m = {
-            .topic = topic,
-            .partition = rkm->partition,
-            .offset = rkm->offset,
-            .timestamp_ms = rd_kafka_message_timestamp(rkm, NULL),
-            .key = rkm->key,
-            .key_len = rkm->key_len,
-            .value = rkm->payload,
-            .len = rkm->len,
-            .impl = rkm,
-        };
+        const struct upm_kafka_message m = message_of(rkm);
         if (fn(opaque, &m) != 0) {
             snprintf(errstr, errstr_size,
                      "kafka: the reader's caller stopped at partition %" PRId32 " offset %" PRId64,

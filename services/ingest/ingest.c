@@ -75,11 +75,10 @@ struct ingest {
 
     /* Indexed by partition: the open range (being read), the flushing one
      * (its part of the group in flight), whether the partition was started
-     * in this assignment, and when its open range's first message came. */
+     * in this assignment. */
     struct ing_range *ranges;
     struct ing_range *flushing;
     bool *live;
-    int64_t *first_ns;
     size_t nranges;
     size_t scan_from;                   /* where the next cut starts looking for members */
     struct ing_totals open;             /* the live ranges' messages not yet stored */
@@ -358,8 +357,8 @@ static void recount_open(struct ingest *in)
         t.msgs += r->nmsgs;
         t.rows += r->nvalid;
         t.bytes += r->bytes;
-        if (t.first_ns == 0 || in->first_ns[p] < t.first_ns)
-            t.first_ns = in->first_ns[p];
+        if (t.first_ns == 0 || r->first_ns < t.first_ns)
+            t.first_ns = r->first_ns;
     }
     in->open = t;
 }
@@ -474,11 +473,9 @@ static void ensure_ranges(struct ingest *in, int32_t partition)
     in->ranges = upm_realloc(in->ranges, n * sizeof(*in->ranges));
     in->flushing = upm_realloc(in->flushing, n * sizeof(*in->flushing));
     in->live = upm_realloc(in->live, n * sizeof(*in->live));
-    in->first_ns = upm_realloc(in->first_ns, n * sizeof(*in->first_ns));
     memset(in->ranges + old, 0, (n - old) * sizeof(*in->ranges));
     memset(in->flushing + old, 0, (n - old) * sizeof(*in->flushing));
     memset(in->live + old, 0, (n - old) * sizeof(*in->live));
-    memset(in->first_ns + old, 0, (n - old) * sizeof(*in->first_ns));
     in->nranges = n;
 }
 
@@ -510,6 +507,14 @@ static int committed(struct ingest *in, int32_t partition, int64_t *offset, char
     }
 }
 
+/* Validate a message (an absent value is an empty one). */
+static bool parse_message(struct ingest *in, const struct upm_kafka_message *m,
+                          struct upm_event *ev, struct upm_event_error *err)
+{
+    const char *value = m->value ? m->value : "";
+    return upm_event_parse(value, m->value ? m->len : 0, &in->evopts, ev, err) == 0;
+}
+
 struct replay {
     struct ingest *in;
     const struct ing_group *g;
@@ -527,8 +532,7 @@ static int replay_message(void *opaque, const struct upm_kafka_message *m)
         return 0;
     struct upm_event ev;
     struct upm_event_error err;
-    const char *value = m->value ? m->value : "";
-    bool valid = upm_event_parse(value, m->value ? m->len : 0, &rp->in->evopts, &ev, &err) == 0;
+    bool valid = parse_message(rp->in, m, &ev, &err);
     long added = ing_range_add(&rp->ranges[i], valid ? &ev : NULL, m->offset);
     upm_event_clear(&ev);
     if (added < 0)
@@ -752,13 +756,12 @@ static enum step process(struct ingest *in, const struct upm_kafka_message *m)
 
     struct upm_event ev;
     struct upm_event_error err;
-    const char *value = m->value ? m->value : "";
-    bool valid = upm_event_parse(value, m->value ? m->len : 0, &in->evopts, &ev, &err) == 0;
+    bool valid = parse_message(in, m, &ev, &err);
     int64_t now = upm_clock_mono_ns();
     upm_prom_inc(in->consumed, 1);
 
     if (r->nmsgs == 0)
-        in->first_ns[m->partition] = now;
+        r->first_ns = now;
     long added = ing_range_add(r, valid ? &ev : NULL, m->offset);
     upm_event_clear(&ev);
     if (added < 0)
@@ -1054,7 +1057,6 @@ void ingest_destroy(struct ingest *in)
     free(in->ranges);
     free(in->flushing);
     free(in->live);
-    free(in->first_ns);
     for (uint32_t s = 0; in->blocks && s < in->nshards; s++)
         upm_buf_free(&in->blocks[s]);
     free(in->blocks);

@@ -26,6 +26,7 @@ void ing_range_reset(struct ing_range *r, int64_t start)
     r->nmsgs = 0;
     r->nvalid = 0;
     r->bytes = 0;
+    r->first_ns = 0;
     for (uint32_t s = 0; s < r->nshards; s++) {
         upm_buf_reset(&r->blocks[s]);
         r->shard_rows[s] = 0;

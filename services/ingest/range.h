@@ -27,6 +27,7 @@ struct ing_range {
     size_t nmsgs;  /* messages added (valid and rejected) */
     size_t nvalid;
     size_t bytes;           /* RowBinary bytes over all shards */
+    int64_t first_ns;       /* monotonic time its first message was read (set by the caller) */
     struct upm_buf *blocks; /* [nshards] RowBinary */
     size_t *shard_rows;     /* [nshards] */
     int64_t *ts_ns;         /* event times of the valid rows (latency metric) */

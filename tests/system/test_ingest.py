@@ -335,7 +335,8 @@ def test_ingest_finishes_a_group_recorded_by_a_crashed_consumer(ienv):
     stored once; a record whose group another member shows as stored inserts nothing."""
     e = ienv
     if not os.path.exists(SCHEMA_BIN):
-        pytest.skip("needs the real schema (rollups)")
+        pytest.fail("%s missing: this test needs the real schema (ninja -C build upmon-schema)"
+                    % SCHEMA_BIN, pytrace=False)
     n = 3000
     produce(e.brokers, e.topic, valid_events(n, 21))
     ends = end_offsets(e, range(6))
