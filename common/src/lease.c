@@ -109,9 +109,16 @@ void upm_lease_format_time(int64_t real_ns, char *out, size_t out_size)
         us += 1000000;
         secs -= 1;
     }
+    if (out_size == 0)
+        return;
+    out[0] = '\0';
     gmtime_r(&secs, &tm);
-    snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us);
+    /* strftime for the date: a -O3 build proves no bound for tm's fields and, with
+     * -Werror, fails on one snprintf of them (format-truncation). */
+    size_t n = strftime(out, out_size, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (n == 0)
+        return;
+    snprintf(out + n, out_size - n, ".%06ldZ", us);
 }
 
 /* ------------------------------------------------------------------------ */
