@@ -109,6 +109,7 @@ def start_scheduler(layout, srv):
     spawn(srv, [build.kube_bin("kube-scheduler")] + delegated_auth(layout, "scheduler") + [
         "--bind-address=127.0.0.1",
         "--secure-port=%d" % plane.NODE_PORTS["scheduler"],
+        "--cert-dir=" + os.path.join(srv["dir"], "certs"),
         "--leader-elect=false",
         "--profiling=false",
         "--v=1",

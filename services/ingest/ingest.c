@@ -837,10 +837,21 @@ static int check_topology(struct ingest *in, const struct upm_ch_config *ccfg, c
     struct upm_ch_error err;
     upm_buf_init(&out, 4096);
     int rc = -1;
-    if (upm_ch_query(in->ch[0], sql, &out, &err) != 0) {
-        snprintf(errstr, errstr_size, "ingest: reading system.clusters on shard 0: %s",
-                 err.message);
-        goto out;
+    /* On Kubernetes nothing orders the start of ingest and ClickHouse: wait for it
+     * (not ready, saying why) rather than exit into a crash loop whose back-off outlasts
+     * ClickHouse's own start. Only a refusal that no retry can change is fatal. */
+    int64_t backoff = 500;
+    while (upm_ch_query(in->ch[0], sql, &out, &err) != 0) {
+        if (!err.retriable || *in->stop) {
+            snprintf(errstr, errstr_size, "ingest: reading system.clusters on shard 0: %s",
+                     err.message);
+            goto out;
+        }
+        upm_httpd_set_ready(in->httpd, false, "waiting for ClickHouse");
+        upm_log_warn(MOD, "waiting for ClickHouse before starting | shard=0 error=\"%s\"",
+                     err.message);
+        backoff_sleep(in, &backoff);
+        upm_buf_reset(&out);
     }
     if (!out.data)
         (void)upm_buf_puts(&out, "");
