@@ -6,6 +6,7 @@ What `up` changes is recorded in <state>/net.json so that `down` undoes exactly 
 
 import json
 import os
+import shlex
 
 from . import plane
 from .util import KubeError, run, say, write_file
@@ -120,7 +121,8 @@ def remove_iptables():
                 continue
             rules, chains = [], []
             for line in res.stdout.splitlines():
-                parts = line.split()
+                # Comments are quoted ("kubernetes service portals"): split as a shell does.
+                parts = shlex.split(line)
                 if len(parts) >= 2 and parts[0] == "-N" and parts[1].startswith(CHAIN_PREFIXES):
                     chains.append(parts[1])
                 elif parts[:1] == ["-A"] and not parts[1].startswith(CHAIN_PREFIXES) and any(
