@@ -29,9 +29,18 @@ def link_exists(name):
     return os.path.exists("/sys/class/net/" + name)
 
 
+# Folders outside the state folder that containerd (shim sockets, runc state), libcni (its
+# result cache) and the kubelet (log links) create at fixed paths. `down` removes them when
+# `up` found them absent and they are empty again (they are shared with other users of
+# containerd, CNI or podman otherwise).
+HOST_DIRS = ("/run/containerd", "/var/lib/cni", "/var/log/containers")
+
+
 def ensure_node_device(layout):
     """A bridge with the node's address alone (/32): a real, non-loopback address."""
     rec = load_record(layout)
+    if "created_dirs" not in rec:
+        rec["created_dirs"] = [d for d in HOST_DIRS if not os.path.exists(d)]
     if not link_exists(plane.NODE_DEVICE):
         run(["ip", "link", "add", plane.NODE_DEVICE, "type", "bridge"])
         rec["devices"] = sorted(set(rec.get("devices", [])) | {plane.NODE_DEVICE})
@@ -149,6 +158,8 @@ def teardown(layout):
         if link_exists(dev):
             run(["ip", "link", "delete", dev], check=False)
             say("network            removed %s" % dev)
+    for top in rec.get("created_dirs", []):
+        remove_empty_tree(top)
     for key, old in rec.get("sysctls", {}).items():
         try:
             with open("/proc/sys/" + key, "w") as f:
@@ -159,6 +170,19 @@ def teardown(layout):
         os.unlink(net_record(layout))
     except FileNotFoundError:
         pass
+
+
+def remove_empty_tree(top):
+    """Remove top and its subfolders if nothing but empty folders is in them."""
+    if not os.path.isdir(top) or os.path.islink(top):
+        return
+    for root, dirs, files in os.walk(top, topdown=False):
+        if files:
+            return
+        try:
+            os.rmdir(root)
+        except OSError:
+            return
 
 
 def leftovers():

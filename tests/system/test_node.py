@@ -416,6 +416,8 @@ def test_down_wipe_leaves_nothing(node):
     """Must stay last: it stops the module's node."""
     if not node.own:
         pytest.skip("UPMON_KUBE_NODE_STATE_DIR names a node this test must not stop")
+    with open(os.path.join(node.state, "net.json")) as f:
+        created = json.load(f).get("created_dirs", [])
     down = run_kube("down", "--wipe", state=node.state, env=node.run_env, timeout=600)
     assert down.returncode == 0, down.stdout + down.stderr
     assert not os.path.exists(node.state)
@@ -442,3 +444,5 @@ def test_down_wipe_leaves_nothing(node):
     assert "upmon-cni0" not in veths, veths
     assert not listening(NODE_PORTS), listening(NODE_PORTS)
     assert not os.path.exists("/run/upmon-kube-node.json")
+    # Folders containerd, libcni and the kubelet made outside the state folder.
+    assert not [d for d in created if os.path.exists(d)], created
