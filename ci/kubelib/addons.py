@@ -1,13 +1,12 @@
 """What the node runs on itself once it is Ready: CoreDNS (cluster DNS, a Deployment on
 its own image) and the node-local StorageClasses served by kubelib.provisioner."""
 
-import os
 import socket
 import struct
 import time
 
 from . import build, plane
-from .util import KubeError, say
+from .util import KubeError
 
 COREDNS_IMAGE = "localhost/upmon/coredns:%s" % build.COREDNS_VERSION
 # Unprivileged inside the pod; the Service maps 53 to it.
@@ -215,11 +214,3 @@ def wait_node_ready(layout, timeout):
         time.sleep(1)
     raise KubeError("node %s not Ready within %ds: %s" % (plane.NODE_NAME, timeout, last))
 
-
-def image_dir():
-    return os.path.join(plane.build.ROOT, "k8s", "images")
-
-
-def describe():
-    say("addons             CoreDNS (%s) at %s, StorageClasses upmon-local (default) and "
-        "upmon-local-retain" % (COREDNS_IMAGE, plane.CLUSTER_DNS))

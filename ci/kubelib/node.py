@@ -71,10 +71,6 @@ def containerd_healthy(layout):
     finally:
         s.close()
 
-def ctr(layout, *args, timeout=300, check=True):
-    return run(["ctr", "--address", containerd_paths(layout)["sock"], "-n", "k8s.io"]
-               + list(args), timeout=timeout, check=check)
-
 def crictl(layout, *args, timeout=120, check=True):
     sock = "unix://" + containerd_paths(layout)["sock"]
     return run([build.crictl_bin(), "--runtime-endpoint", sock, "--image-endpoint", sock,
