@@ -15,7 +15,8 @@ from kubeplane import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGES = os.path.join(ROOT, "ci", "images")
-THIRD_PARTY = ("clickhouse", "zookeeper", "kafka", "prometheus", "alertmanager")
+THIRD_PARTY = ("clickhouse", "zookeeper", "kafka", "prometheus", "alertmanager",
+               "prometheus-operator", "prometheus-config-reloader")
 
 
 def podman_env():
@@ -138,5 +139,14 @@ def test_kafka_without_a_cluster_id_refuses(built, conf):
 def test_prometheus_and_alertmanager_run(built, name, version):
     res = podman("run", "--rm", "--network", "none", built[name], "--version")
     assert version in res.stdout + res.stderr
+    user = podman("image", "inspect", "--format", "{{.Config.User}}", built[name]).stdout
+    assert user.strip() == "65534:65534"
+
+
+@pytest.mark.parametrize("name", ["prometheus-operator", "prometheus-config-reloader"])
+def test_prometheus_operator_images_carry_their_version(built, name):
+    res = podman("run", "--rm", "--network", "none", built[name], "--version")
+    # Without the version stamp the operator's default config-reloader tag comes out broken.
+    assert "%s, version 0.85.0" % name in res.stdout + res.stderr, res.stdout + res.stderr
     user = podman("image", "inspect", "--format", "{{.Config.User}}", built[name]).stdout
     assert user.strip() == "65534:65534"
