@@ -7,7 +7,9 @@ CAP_SYS_RESOURCE (containerd must not set a negative oom_score_adj; the kubelet'
 attempt only logs), a 20000 open-files limit, cgroup v1 with the cgroupfs driver, and a
 node address that is not loopback."""
 
+import hashlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -15,17 +17,25 @@ import time
 import urllib.request
 
 from . import build, net, plane
-from .util import KubeError, alive, processes_mentioning, run, say, spawn, write_file
+from .util import alive, processes_mentioning, run, say, spawn, write_file
 
 PAUSE_IMAGE = "localhost/upmon/pause:3.10"
 SOCKET_MAX = 100  # sun_path is 108 bytes
 
+def socket_path(state):
+    """containerd's socket: in the state folder, or, when that path is longer than a unix
+    socket allows, in a folder under /run named by a hash of the state folder."""
+    sock = os.path.join(state, "containerd", "containerd.sock")
+    if len(sock) <= SOCKET_MAX:
+        return sock
+    digest = hashlib.sha256(state.encode()).hexdigest()[:12]
+    return os.path.join("/run", "upmon-kube-" + digest, "containerd.sock")
+
+
 def containerd_paths(layout):
     d = plane.server(layout, "containerd")["dir"]
-    sock = os.path.join(d, "containerd.sock")
-    if len(sock) > SOCKET_MAX:
-        raise KubeError("the containerd socket path %s is longer than a unix socket allows; "
-                        "use a shorter --state folder" % sock)
+    sock = socket_path(layout["state"])
+    os.makedirs(os.path.dirname(sock), exist_ok=True)
     return {"dir": d, "sock": sock, "root": os.path.join(d, "root"),
             "state": os.path.join(d, "run"), "config": os.path.join(d, "config.toml")}
 
@@ -354,3 +364,11 @@ def kill_leftovers(state):
         time.sleep(0.2)
     return processes_mentioning(state)
 
+
+
+def remove_socket_dir(layout):
+    """The /run folder of a long state path's socket (see socket_path)."""
+    sock = socket_path(layout["state"])
+    d = os.path.dirname(sock)
+    if d.startswith("/run/upmon-kube-"):
+        shutil.rmtree(d, ignore_errors=True)
