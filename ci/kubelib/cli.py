@@ -17,6 +17,7 @@ from .util import (KubeError, ROOT, alive, listening_ports, owned_pid, port_free
 # two kubelets over the node address. The lock names the state folder that runs it.
 NODE_LOCK = "/run/upmon-kube-node.json"
 NODE_READY_TIMEOUT = 180
+STATE_MAX = 60
 DNS_TIMEOUT = 180
 
 
@@ -99,6 +100,12 @@ def cmd_up(args):
                             % (state, "a node" if stored.get("node") else
                                "a control plane without a node"))
     if layout["node"]:
+        # The kubelet and containerd keep unix sockets deep under the state folder
+        # (pod-resources, plugin registry), and a socket path has at most 107 bytes.
+        if len(state) > STATE_MAX:
+            raise KubeError("the state folder %s is too long for a node (%d > %d bytes: the "
+                            "kubelet's unix sockets live under it); use a shorter --state"
+                            % (state, len(state), STATE_MAX))
         other = node_owner()
         if other and other != state:
             raise KubeError("a node of this project already runs from %s (one node per "

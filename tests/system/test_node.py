@@ -38,6 +38,10 @@ def node():
     own = not os.environ.get("UPMON_KUBE_NODE_STATE_DIR")
     state = os.path.abspath(os.environ.get("UPMON_KUBE_NODE_STATE_DIR")
                             or os.path.join(ROOT, ".state-kube-node-test"))
+    if own and len(state) > 60:
+        # A node's state path must stay short (the kubelet's unix sockets live under it):
+        # a deep checkout gets a folder of its own under /tmp instead.
+        state = "/tmp/upmon-kube-node-test-%08x" % (hash(ROOT) & 0xFFFFFFFF)
     env = dict(os.environ)
     if own:
         # Apart from the Lease tests' control plane (offset 100) and a developer's (0).
