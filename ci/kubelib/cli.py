@@ -100,18 +100,18 @@ def cmd_up(args):
                             % (state, "a node" if stored.get("node") else
                                "a control plane without a node"))
     if layout["node"]:
-        # The kubelet and containerd keep unix sockets deep under the state folder
-        # (pod-resources, plugin registry), and a socket path has at most 107 bytes.
-        if len(state) > STATE_MAX:
-            raise KubeError("the state folder %s is too long for a node (%d > %d bytes: the "
-                            "kubelet's unix sockets live under it); use a shorter --state"
-                            % (state, len(state), STATE_MAX))
         other = node_owner()
         if other and other != state:
             raise KubeError("a node of this project already runs from %s (one node per "
                             "machine: its kube-proxy and kubelet own the node address and "
                             "iptables); use that one (UPMON_KUBE_STATE_DIR=%s) or stop it with "
                             "`ci/kube --state %s down`" % (other, other, other))
+        # The kubelet and containerd keep unix sockets deep under the state folder
+        # (pod-resources, plugin registry), and a socket path has at most 107 bytes.
+        if len(state) > STATE_MAX:
+            raise KubeError("the state folder %s is too long for a node (%d > %d bytes: the "
+                            "kubelet's unix sockets live under it); use a shorter --state"
+                            % (state, len(state), STATE_MAX))
         build.build(names=build.ALL_BINARIES)
         build.crictl_bin()
     else:
