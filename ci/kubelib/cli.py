@@ -165,11 +165,7 @@ def stop_node(layout):
         stop(plane.server(layout, name), 30)
     node.stop_pods(layout)
     stop(plane.server(layout, "containerd"), 30)
-    # Shims name containerd's socket, which may live under /run for a long state path.
     left = node.kill_leftovers(os.path.join(state, "containerd"))
-    sock_dir = os.path.dirname(node.socket_path(state))
-    if not sock_dir.startswith(state + "/"):
-        left += node.kill_leftovers(sock_dir)
     if left:
         raise KubeError("processes of containerd still run: %s" % left)
     n = node.kill_pod_processes()
@@ -182,7 +178,6 @@ def stop_node(layout):
     if left:
         raise KubeError("still mounted under %s: %s" % (state, left[:10]))
     node.remove_log_links(layout)
-    node.remove_socket_dir(layout)
     net.teardown(layout)
     try:
         with open(NODE_LOCK) as f:

@@ -7,9 +7,7 @@ CAP_SYS_RESOURCE (containerd must not set a negative oom_score_adj; the kubelet'
 attempt only logs), a 20000 open-files limit, cgroup v1 with the cgroupfs driver, and a
 node address that is not loopback."""
 
-import hashlib
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -20,24 +18,18 @@ from . import build, net, plane
 from .util import alive, processes_mentioning, run, say, spawn, write_file
 
 PAUSE_IMAGE = "localhost/upmon/pause:3.10"
-SOCKET_MAX = 100  # sun_path is 108 bytes
 
 def socket_path(state):
-    """containerd's socket: in the state folder, or, when that path is longer than a unix
-    socket allows, in a folder under /run named by a hash of the state folder."""
-    sock = os.path.join(state, "containerd", "containerd.sock")
-    if len(sock) <= SOCKET_MAX:
-        return sock
-    digest = hashlib.sha256(state.encode()).hexdigest()[:12]
-    return os.path.join("/run", "upmon-kube-" + digest, "containerd.sock")
+    """containerd's socket. `up --node` keeps state folders short (cli.STATE_MAX), so the
+    path fits a unix socket."""
+    return os.path.join(state, "containerd", "containerd.sock")
 
 
 def containerd_paths(layout):
     d = plane.server(layout, "containerd")["dir"]
-    sock = socket_path(layout["state"])
-    os.makedirs(os.path.dirname(sock), exist_ok=True)
-    return {"dir": d, "sock": sock, "root": os.path.join(d, "root"),
+    return {"dir": d, "sock": socket_path(layout["state"]), "root": os.path.join(d, "root"),
             "state": os.path.join(d, "run"), "config": os.path.join(d, "config.toml")}
+
 
 def start_containerd(layout, srv):
     p = containerd_paths(layout)
@@ -365,10 +357,3 @@ def kill_leftovers(state):
     return processes_mentioning(state)
 
 
-
-def remove_socket_dir(layout):
-    """The /run folder of a long state path's socket (see socket_path)."""
-    sock = socket_path(layout["state"])
-    d = os.path.dirname(sock)
-    if d.startswith("/run/upmon-kube-"):
-        shutil.rmtree(d, ignore_errors=True)

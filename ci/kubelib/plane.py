@@ -254,21 +254,13 @@ def admin_context(layout):
     return ctx
 
 
-def api_request(layout, path, method="GET", body=None, timeout=5.0,
-                content_type="application/json"):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(api_url(layout) + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", content_type)
+def api_get(layout, path, timeout=5.0):
+    req = urllib.request.Request(api_url(layout) + path)
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=admin_context(layout)) as resp:
             return resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
-
-
-def api_get(layout, path, timeout=5.0):
-    return api_request(layout, path, timeout=timeout)
 
 
 def etcd_healthy(layout):
