@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "upmon/alloc.h"
@@ -19,7 +20,9 @@
 
 const struct upm_config_key upm_k8s_config_keys[] = {
     {"kubeconfig", UPM_CFG_STRING, K8S_F(kubeconfig), "", 1, 0, NULL,
-     "Kubeconfig file for local runs; empty = in-cluster service account.", 0},
+     "Kubeconfig file; empty = as kubectl: $KUBECONFIG (its first file), else ~/.kube/config "
+     "when it exists, else the in-cluster service account.",
+     0},
     {"sa_dir", UPM_CFG_STRING, K8S_F(sa_dir), "/var/run/secrets/kubernetes.io/serviceaccount", 1, 0,
      NULL, "Service-account mount holding token and ca.crt (in-cluster).", 0},
     {"timeout", UPM_CFG_DURATION_MS, K8S_F(timeout_ms), "5s", 1, 600000, NULL,
@@ -887,15 +890,43 @@ fail:
     return NULL;
 }
 
+bool upm_k8s_kubeconfig_path(const struct upm_k8s_config *cfg, char *out, size_t size)
+{
+    const char *env = getenv("KUBECONFIG"), *home = getenv("HOME");
+
+    if (cfg->kubeconfig && cfg->kubeconfig[0]) {
+        snprintf(out, size, "%s", cfg->kubeconfig);
+        return true;
+    }
+    /* kubectl merges a list; the first file names the context we use. */
+    if (env && env[0]) {
+        size_t n = strcspn(env, ":");
+
+        if (n > 0 && n < size) {
+            memcpy(out, env, n);
+            out[n] = '\0';
+            return true;
+        }
+    }
+    if (home && home[0]) {
+        snprintf(out, size, "%s/.kube/config", home);
+        if (access(out, R_OK) == 0)
+            return true;
+    }
+    out[0] = '\0';
+    return false;
+}
+
 struct upm_k8s_client *upm_k8s_client_create(const struct upm_k8s_config *cfg,
                                              const struct upm_k8s_transport *transport,
                                              char *errstr, size_t errstr_size)
 {
     struct upm_k8s_creds creds;
+    char path[4096];
     int rc;
 
-    if (cfg->kubeconfig && cfg->kubeconfig[0])
-        rc = upm_k8s_kubeconfig_load(cfg->kubeconfig, &creds, errstr, errstr_size);
+    if (upm_k8s_kubeconfig_path(cfg, path, sizeof(path)))
+        rc = upm_k8s_kubeconfig_load(path, &creds, errstr, errstr_size);
     else
         rc = upm_k8s_incluster_load(cfg->sa_dir ? cfg->sa_dir : "", &creds, errstr, errstr_size);
     if (rc != 0) {

@@ -25,6 +25,7 @@
 #include "upmon/log.h"
 
 #include "analyzer.h"
+#include "controller.h"
 #include "ingest.h"
 #include "sim.h"
 
@@ -42,6 +43,7 @@ static char *render(void)
     static struct sim_config sim_cfg;
     static struct ing_config ing_cfg;
     static struct an_config an_cfg;
+    static struct op_config op_cfg;
     const struct upm_config_section sections[] = {
         {"log", upm_log_config_keys, upm_log_config_nkeys, &log_cfg},
         {"http", upm_httpd_config_keys, upm_httpd_config_nkeys, &http_cfg},
@@ -53,6 +55,7 @@ static char *render(void)
         {"simulator", sim_config_keys, sim_config_nkeys, &sim_cfg},
         {"ingest", ing_config_keys, ing_config_nkeys, &ing_cfg},
         {"analyzer", an_config_keys, an_config_nkeys, &an_cfg},
+        {"operator", op_config_keys, op_config_nkeys, &op_cfg},
     };
     char *text = NULL;
     size_t len = 0;

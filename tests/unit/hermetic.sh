@@ -8,4 +8,7 @@ for v in $(env | sed -n 's/^\(UPMON_[A-Za-z0-9_]*\)=.*/\1/p'); do
 done
 unset KUBERNETES_SERVICE_HOST KUBERNETES_SERVICE_PORT POD_NAME KUBECONFIG \
   http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+# No ~/.kube/config either: an empty kubeconfig must mean in-cluster here.
+HOME=/nonexistent-upmon-unit-home
+export HOME
 exec "$@"

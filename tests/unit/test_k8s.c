@@ -660,6 +660,39 @@ static int teardown(void **state)
     return 0;
 }
 
+/* An empty k8s.kubeconfig follows kubectl: $KUBECONFIG, ~/.kube/config, in-cluster. */
+static void test_kubeconfig_path_like_kubectl(void **state)
+{
+    struct upm_k8s_config cfg = {0};
+    char path[512], dir[] = "/tmp/upmon-k8s-home-XXXXXX", kube[600], file[700];
+    FILE *f;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    setenv("HOME", dir, 1);
+    unsetenv("KUBECONFIG");
+    cfg.kubeconfig = "";
+    assert_false(upm_k8s_kubeconfig_path(&cfg, path, sizeof(path)));
+    snprintf(kube, sizeof(kube), "%s/.kube", dir);
+    assert_int_equal(mkdir(kube, 0700), 0);
+    snprintf(file, sizeof(file), "%s/config", kube);
+    f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_true(upm_k8s_kubeconfig_path(&cfg, path, sizeof(path)));
+    assert_string_equal(path, file);
+    setenv("KUBECONFIG", "/a/first:/b/second", 1);
+    assert_true(upm_k8s_kubeconfig_path(&cfg, path, sizeof(path)));
+    assert_string_equal(path, "/a/first");
+    cfg.kubeconfig = "/explicit";
+    assert_true(upm_k8s_kubeconfig_path(&cfg, path, sizeof(path)));
+    assert_string_equal(path, "/explicit");
+    unsetenv("KUBECONFIG");
+    unlink(file);
+    rmdir(kube);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -677,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_list_watch_relists_on_410),
         cmocka_unit_test(test_watch_401_rereads_token),
         cmocka_unit_test(test_list_watch_stops_on_forbidden),
+        cmocka_unit_test(test_kubeconfig_path_like_kubectl),
     };
 
     upm_log_set_level(UPM_LOG_ERROR);

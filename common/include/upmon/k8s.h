@@ -3,7 +3,8 @@
  * watch, and errors mapped to what a caller needs to decide.
  *
  * Credentials come from one of two places (upm_k8s_client_create):
- *   - a kubeconfig file (the subset local runs need: the current context's
+ *   - a kubeconfig file (k8s.kubeconfig, else $KUBECONFIG, else
+ *     ~/.kube/config, as kubectl chooses) (the subset local runs need: the current context's
  *     cluster server and certificate-authority(-data), and its user's token,
  *     or client-certificate(-data) + client-key(-data)); relative file paths
  *     are resolved against the kubeconfig's directory;
@@ -155,6 +156,12 @@ struct upm_k8s_client;
 struct upm_k8s_client *upm_k8s_client_create(const struct upm_k8s_config *cfg,
                                              const struct upm_k8s_transport *transport,
                                              char *errstr, size_t errstr_size);
+/*
+ * The kubeconfig file create uses, as kubectl chooses it: cfg->kubeconfig
+ * when set, else the first file of $KUBECONFIG, else ~/.kube/config when it
+ * is readable. true with the path in out; false = in-cluster.
+ */
+bool upm_k8s_kubeconfig_path(const struct upm_k8s_config *cfg, char *out, size_t size);
 /* Same with credentials already loaded; takes ownership of *creds (zeroed). */
 struct upm_k8s_client *upm_k8s_client_create_creds(struct upm_k8s_creds *creds, int64_t timeout_ms,
                                                    int64_t token_reread_ms,
