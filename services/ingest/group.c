@@ -24,6 +24,8 @@ const char *ing_cut_name(enum ing_cut cut)
         return "age";
     case ING_CUT_FINAL:
         return "final";
+    case ING_CUT_TOPOLOGY:
+        return "topology";
     }
     return "unknown";
 }

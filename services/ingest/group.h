@@ -51,7 +51,8 @@ enum ing_cut {
     ING_CUT_ROWS,
     ING_CUT_BYTES,
     ING_CUT_AGE,
-    ING_CUT_FINAL, /* shutdown */
+    ING_CUT_FINAL,    /* shutdown */
+    ING_CUT_TOPOLOGY, /* the write topology changed */
 };
 
 const char *ing_cut_name(enum ing_cut cut);

@@ -17,16 +17,25 @@
 #include "upmon/evrow.h"
 #include "upmon/log.h"
 
+#include "topology.h"
+
 #define MOD "ingest"
 
 #define IOFF(f) offsetof(struct ing_config, f)
 #define NORANGE 1, 0
 
 const struct upm_config_key ing_config_keys[] = {
-    {"shards", UPM_CFG_STRING_LIST, IOFF(shards), NULL, NORANGE, NULL,
+    {"shards", UPM_CFG_STRING_LIST, IOFF(shards), "", NORANGE, NULL,
      "ClickHouse shards in system.clusters shard_num order; each item is that shard's replica "
-     "URLs joined by '|'.",
-     UPM_CFG_REQUIRED},
+     "URLs joined by '|'. Required unless topology_resource is set.",
+     0},
+    {"topology_resource", UPM_CFG_STRING, IOFF(topology_resource), "", NORANGE, NULL,
+     "Name of a ClickHouseCluster (upmon-operator) whose status.writeShards ingest follows "
+     "instead of `shards`: it switches at a group boundary, without a restart. \"\" = the "
+     "static `shards`.",
+     0},
+    {"topology_namespace", UPM_CFG_STRING, IOFF(topology_namespace), "", NORANGE, NULL,
+     "Namespace of topology_resource; \"\" = $POD_NAMESPACE.", 0},
     {"table", UPM_CFG_STRING, IOFF(table), "events_in", NORANGE, NULL,
      "Table written on every shard: events_in, whose views fill events_local and the rollups "
      "(sql/0008).",
@@ -72,6 +81,11 @@ struct ingest {
     struct upm_kafka_producer *dlq;
     struct upm_ch_client **ch;
     uint32_t nshards;
+    const struct upm_ch_config *ccfg;
+    /* The write topology followed from a ClickHouseCluster (NULL = static). */
+    struct ing_topology *topo;
+    uint64_t topo_seen;
+    struct upm_prom_series *topo_switches, *topo_shards;
 
     /* Indexed by partition: the open range (being read), the flushing one
      * (its part of the group in flight), whether the partition was started
@@ -874,6 +888,12 @@ out:
 static void register_metrics(struct ingest *in)
 {
     struct upm_prom_registry *reg = in->reg;
+    in->topo_switches = upm_prom_series_get(
+        upm_prom_counter(reg, "upmon_ingest_topology_switches_total",
+                         "Write-topology changes applied (ingest.topology_resource).", 0, NULL),
+        NULL);
+    in->topo_shards = upm_prom_series_get(
+        upm_prom_gauge(reg, "upmon_ingest_shards", "Shards ingest writes to now.", 0, NULL), NULL);
     static const double rows_b[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
     static const double bytes_b[] = {1024, 16384, 131072, 1048576, 8388608, 67108864};
     static const double sec_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
@@ -934,6 +954,110 @@ static void register_metrics(struct ingest *in)
         NULL);
 }
 
+/* Free the per-shard clients and blocks. */
+static void free_shards(struct ingest *in)
+{
+    for (uint32_t s = 0; in->ch && s < in->nshards; s++)
+        upm_ch_client_destroy(in->ch[s]);
+    free(in->ch);
+    for (uint32_t s = 0; in->blocks && s < in->nshards; s++)
+        upm_buf_free(&in->blocks[s]);
+    free(in->blocks);
+    free(in->block_rows);
+    in->ch = NULL;
+    in->blocks = NULL;
+    in->block_rows = NULL;
+    in->nshards = 0;
+}
+
+/* One client (failing over between the shard's replicas) and one block
+ * buffer per shard. */
+static int make_shards(struct ingest *in, const struct upm_strlist *shards, char *errstr,
+                       size_t errstr_size)
+{
+    in->nshards = (uint32_t)shards->count;
+    in->ch = upm_calloc(in->nshards, sizeof(*in->ch));
+    in->blocks = upm_calloc(in->nshards, sizeof(*in->blocks));
+    in->block_rows = upm_calloc(in->nshards, sizeof(*in->block_rows));
+    for (uint32_t s = 0; s < in->nshards; s++)
+        upm_buf_init(&in->blocks[s], 0);
+    for (uint32_t s = 0; s < in->nshards; s++) {
+        struct upm_ch_config c = *in->ccfg;
+        c.urls.count = split_urls(shards->items[s], &c.urls.items);
+        char sub[256];
+        in->ch[s] = upm_ch_client_create(&c, in->reg, sub, sizeof(sub));
+        upm_strlist_free(&c.urls);
+        if (!in->ch[s]) {
+            snprintf(errstr, errstr_size, "ingest.shards[%" PRIu32 "]: %s", s, sub);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Move to a new write topology at a group boundary: the group in flight is
+ * finished and what was read so far is cut and stored under the old
+ * topology (their rows were routed to its shards), then the clients, blocks
+ * and ranges are rebuilt for the new shard count. On failure the old
+ * topology stays and the switch is tried again after the next poll.
+ */
+static enum step switch_topology(struct ingest *in, const struct upm_strlist *shards)
+{
+    char err[512];
+    uint32_t old = in->nshards;
+    struct upm_ch_client **old_ch = in->ch;
+    struct upm_buf *old_blocks = in->blocks;
+    size_t *old_rows = in->block_rows;
+
+    if (shards->count == 0 || shards->count > 1024)
+        return STEP_OK;
+    if (finish_group(in, true) != STEP_OK)
+        return restart(in, "topology switch: the group in flight failed");
+    if (in->open.msgs > 0 && start_group(in, ING_CUT_TOPOLOGY, true) != STEP_OK)
+        return restart(in, "topology switch: storing the open group failed");
+    in->ch = NULL;
+    in->blocks = NULL;
+    in->block_rows = NULL;
+    if (make_shards(in, shards, err, sizeof(err)) != 0) {
+        upm_log_error(MOD, "topology switch failed, keeping the old one | error=\"%s\"", err);
+        free_shards(in);
+        in->ch = old_ch;
+        in->blocks = old_blocks;
+        in->block_rows = old_rows;
+        in->nshards = old;
+        in->topo_seen = 0; /* take it again */
+        return STEP_OK;
+    }
+    for (size_t p = 0; p < in->nranges; p++) {
+        if (!in->ranges[p].blocks)
+            continue;
+        int64_t start = in->ranges[p].start;
+        ing_range_free(&in->ranges[p]);
+        ing_range_free(&in->flushing[p]);
+        ing_range_init(&in->ranges[p], (int32_t)p, in->nshards, start);
+        ing_range_init(&in->flushing[p], (int32_t)p, in->nshards, start);
+    }
+    for (uint32_t s = 0; s < old; s++) {
+        upm_ch_client_destroy(old_ch[s]);
+        upm_buf_free(&old_blocks[s]);
+    }
+    free(old_ch);
+    free(old_blocks);
+    free(old_rows);
+    upm_prom_inc(in->topo_switches, 1);
+    upm_prom_set(in->topo_shards, (double)in->nshards);
+    upm_log_info(MOD, "write topology switched | shards=%" PRIu32 " was=%" PRIu32, in->nshards,
+                 old);
+    return STEP_OK;
+}
+
+void ingest_follow_topology(struct ingest *in, struct ing_topology *topo, uint64_t seen)
+{
+    in->topo = topo;
+    in->topo_seen = seen;
+}
+
 struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kafka_config *kcfg,
                              const struct upm_ch_config *ccfg, struct upm_prom_registry *reg,
                              struct upm_httpd *httpd, volatile sig_atomic_t *stop, char *errstr,
@@ -954,31 +1078,22 @@ struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kaf
     register_metrics(in);
 
     if (icfg->shards.count == 0 || icfg->shards.count > 1024) {
-        snprintf(errstr, errstr_size, "ingest.shards: between 1 and 1024 shards needed");
+        snprintf(errstr, errstr_size,
+                 "ingest.shards: between 1 and 1024 shards needed (or set "
+                 "ingest.topology_resource to follow a ClickHouseCluster)");
         goto fail;
     }
     if (!kcfg->dlq_topic || !*kcfg->dlq_topic || !kcfg->topic || !*kcfg->topic) {
         snprintf(errstr, errstr_size, "kafka.topic and kafka.dlq_topic must be set");
         goto fail;
     }
-    in->nshards = (uint32_t)icfg->shards.count;
-    in->ch = upm_calloc(in->nshards, sizeof(*in->ch));
-    in->blocks = upm_calloc(in->nshards, sizeof(*in->blocks));
-    in->block_rows = upm_calloc(in->nshards, sizeof(*in->block_rows));
-    for (uint32_t s = 0; s < in->nshards; s++)
-        upm_buf_init(&in->blocks[s], 0);
-    for (uint32_t s = 0; s < in->nshards; s++) {
-        struct upm_ch_config c = *ccfg;
-        c.urls.count = split_urls(icfg->shards.items[s], &c.urls.items);
-        char sub[256];
-        in->ch[s] = upm_ch_client_create(&c, reg, sub, sizeof(sub));
-        upm_strlist_free(&c.urls);
-        if (!in->ch[s]) {
-            snprintf(errstr, errstr_size, "ingest.shards[%" PRIu32 "]: %s", s, sub);
-            goto fail;
-        }
-    }
-    if (icfg->check_topology && check_topology(in, ccfg, errstr, errstr_size) != 0)
+    in->ccfg = ccfg;
+    if (make_shards(in, &icfg->shards, errstr, errstr_size) != 0)
+        goto fail;
+    /* A followed topology is the operator's to check: during a drain the
+     * cluster still lists the departing shards that ingest no longer writes. */
+    if (icfg->check_topology && !icfg->topology_resource[0] &&
+        check_topology(in, ccfg, errstr, errstr_size) != 0)
         goto fail;
     in->dlq = upm_kafka_producer_create(kcfg, reg, errstr, errstr_size);
     if (!in->dlq)
@@ -1036,6 +1151,12 @@ int ingest_run(struct ingest *in)
         upm_kafka_batch_destroy(b);
         (void)upm_kafka_producer_poll(in->dlq, 0);
         sweep(in, false);
+        if (in->topo) {
+            struct upm_strlist shards = {0};
+            if (ing_topology_take(in->topo, &in->topo_seen, &shards))
+                switch_topology(in, &shards);
+            upm_strlist_free(&shards);
+        }
     }
     if (ret == 0) {
         upm_log_info(MOD, "stopping: storing what was consumed");
@@ -1058,9 +1179,6 @@ void ingest_destroy(struct ingest *in)
         return;
     upm_kafka_consumer_destroy(in->consumer);
     upm_kafka_producer_destroy(in->dlq);
-    for (uint32_t s = 0; in->ch && s < in->nshards; s++)
-        upm_ch_client_destroy(in->ch[s]);
-    free(in->ch);
     for (size_t p = 0; p < in->nranges; p++)
         ing_range_free(&in->ranges[p]);
     for (size_t p = 0; p < in->nranges; p++)
@@ -1068,9 +1186,6 @@ void ingest_destroy(struct ingest *in)
     free(in->ranges);
     free(in->flushing);
     free(in->live);
-    for (uint32_t s = 0; in->blocks && s < in->nshards; s++)
-        upm_buf_free(&in->blocks[s]);
-    free(in->blocks);
-    free(in->block_rows);
+    free_shards(in);
     free(in);
 }

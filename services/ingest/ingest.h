@@ -36,6 +36,8 @@ struct ing_config {
     bool parallel_shards; /* insert a group's shard blocks at once */
     bool check_topology;  /* compare shards with system.clusters at start */
     struct upm_strlist cdn_hosts;
+    char *topology_resource;  /* ClickHouseCluster followed; "" = static shards */
+    char *topology_namespace; /* "" = $POD_NAMESPACE */
 };
 
 extern const struct upm_config_key ing_config_keys[];
@@ -58,6 +60,11 @@ struct ingest *ingest_create(const struct ing_config *icfg, const struct upm_kaf
  * shutdown_timeout, commit, and leave the group. 0 on a clean stop, -1 on a
  * fatal client error. */
 int ingest_run(struct ingest *in);
+
+/* Follow a write topology (topology.h) from now on; seen is the generation
+ * the shards given to ingest_create came from. Call before ingest_run. */
+struct ing_topology;
+void ingest_follow_topology(struct ingest *in, struct ing_topology *topo, uint64_t seen);
 
 /* NULL-safe; safe on a half-built ingest. */
 void ingest_destroy(struct ingest *in);

@@ -5,9 +5,11 @@
 #include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ingest.h"
+#include "topology.h"
 #include "upmon/clickhouse.h"
 #include "upmon/config.h"
 #include "upmon/httpd.h"
@@ -63,6 +65,9 @@ int main(int argc, char **argv)
     struct upm_kafka_config kcfg = {0};
     struct upm_ch_config ccfg = {0};
     struct ing_config icfg = {0};
+    struct upm_k8s_config k8cfg = {0};
+    struct ing_topology *topo = NULL;
+    uint64_t topo_gen = 0;
     /* The common http table with ingest's own default port. */
     struct upm_config_key http_keys[16];
     size_t nhttp = upm_httpd_config_nkeys < 16 ? upm_httpd_config_nkeys : 16;
@@ -77,6 +82,7 @@ int main(int argc, char **argv)
         {"kafka", upm_kafka_config_keys, upm_kafka_config_nkeys, &kcfg},
         {"clickhouse", upm_ch_config_keys, upm_ch_config_nkeys, &ccfg},
         {"ingest", ing_config_keys, ing_config_nkeys, &icfg},
+        {"k8s", upm_k8s_config_keys, upm_k8s_config_nkeys, &k8cfg},
     };
     const size_t nsections = sizeof(sections) / sizeof(sections[0]);
     struct upm_prom_registry *reg = NULL;
@@ -111,7 +117,27 @@ int main(int argc, char **argv)
         upm_log_error(MOD, "http server failed | error=\"%s\"", errstr);
         goto out;
     }
+    if (icfg.topology_resource[0]) {
+        const char *ns = icfg.topology_namespace[0] ? icfg.topology_namespace : getenv("POD_NAMESPACE");
+        topo = ing_topology_start(&k8cfg, ns, icfg.topology_resource, errstr, sizeof(errstr));
+        if (!topo) {
+            upm_log_error(MOD, "start failed | error=\"%s\"", errstr);
+            goto out;
+        }
+        /* Not ready (readyz) until the operator has published a topology. */
+        while (!stop_flag && !ing_topology_wait(topo, 5000, NULL))
+            upm_log_info(MOD, "waiting for the write topology of ClickHouseCluster %s/%s",
+                         ns, icfg.topology_resource);
+        if (stop_flag) {
+            rc = 0;
+            goto out;
+        }
+        upm_strlist_free(&icfg.shards);
+        ing_topology_take(topo, &topo_gen, &icfg.shards);
+    }
     in = ingest_create(&icfg, &kcfg, &ccfg, reg, httpd, &stop_flag, errstr, sizeof(errstr));
+    if (in && topo)
+        ingest_follow_topology(in, topo, topo_gen);
     if (!in) {
         upm_log_error(MOD, "start failed | error=\"%s\"", errstr);
         goto out;
@@ -122,6 +148,7 @@ int main(int argc, char **argv)
     upm_log_info(MOD, "upmon-ingest stopped | rc=%d", rc);
 out:
     ingest_destroy(in);
+    ing_topology_stop(topo);
     upm_httpd_destroy(httpd);
     upm_prom_registry_destroy(reg);
     upm_config_free(sections, nsections);

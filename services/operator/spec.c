@@ -145,11 +145,14 @@ static int get_int(const cJSON *obj, const char *key, int def, int min, int max,
         *out = def;
         return 0;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble)
+    if (!cJSON_IsNumber(v))
         return fail(errstr, size, "%s%s: must be an integer", path, key);
-    if (v->valuedouble < min || v->valuedouble > max)
+    /* Range first: casting a huge double to an integer is undefined. */
+    if (!(v->valuedouble >= min && v->valuedouble <= max))
         return fail(errstr, size, "%s%s: must be %d..%d, not %.0f", path, key, min, max,
                     v->valuedouble);
+    if (v->valuedouble != (double)(int)v->valuedouble)
+        return fail(errstr, size, "%s%s: must be an integer", path, key);
     *out = (int)v->valuedouble;
     return 0;
 }
@@ -502,6 +505,10 @@ int chc_parse(const cJSON *obj, struct chc *out, char *errstr, size_t errstr_siz
         get_str(meta, "resourceVersion", "", "metadata.", &out->resource_version, errstr,
                 errstr_size) != 0)
         goto bad;
+    if (!chc_dns_label_valid(out->ns)) {
+        fail(errstr, errstr_size, "metadata.namespace: \"%.64s\" is not a DNS label", out->ns);
+        goto bad;
+    }
     /* Names become StatefulSet and pod names: <name>-s<N>-<R> must stay a label. */
     if (!chc_dns_label_valid(out->name) || strlen(out->name) > 40) {
         fail(errstr, errstr_size,
