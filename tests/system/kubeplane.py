@@ -162,3 +162,60 @@ def wait_for(what, fn, timeout, interval=0.2):
         if time.monotonic() > deadline:
             raise AssertionError("%s: not true within %ss (last: %r)" % (what, timeout, last))
         time.sleep(interval)
+
+
+IMAGES = os.path.join(ROOT, "ci", "images")
+
+
+def node_state_dir():
+    """The node's state folder: UPMON_KUBE_NODE_STATE_DIR, else one of the test run's own."""
+    state = os.path.abspath(os.environ.get("UPMON_KUBE_NODE_STATE_DIR")
+                            or os.path.join(ROOT, ".state-kube-node-test"))
+    if not os.environ.get("UPMON_KUBE_NODE_STATE_DIR") and len(state) > 60:
+        # A node's state path must stay short (the kubelet's unix sockets live under it):
+        # a deep checkout gets a folder of its own under /tmp instead.
+        state = "/tmp/upmon-kube-node-test-%08x" % (hash(ROOT) & 0xFFFFFFFF)
+    return state
+
+
+def start_node(images, fail):
+    """Start (or reuse) the test node and load `images` (ci/images names) into it.
+
+    Returns a KubePlane with .own (this call started it), .state and .run_env. `fail` is
+    pytest.fail, called with a message when the node or the images cannot be had.
+    """
+    own = not os.environ.get("UPMON_KUBE_NODE_STATE_DIR")
+    state = node_state_dir()
+    env = dict(os.environ)
+    if own:
+        # Apart from the Lease tests' control plane (offset 100) and a developer's (0).
+        env["UPMON_KUBE_PORT_OFFSET"] = "200"
+    t0 = time.monotonic()
+    up = run_kube("up", "--node", state=state, env=env, timeout=3600)
+    if up.returncode != 0:
+        if own:
+            run_kube("down", state=state, env=env, timeout=300)
+        fail("`ci/kube up --node` failed (exit %d):\n%s%s"
+             % (up.returncode, up.stdout[-4000:], up.stderr[-4000:]))
+    print("node up in %.0fs" % (time.monotonic() - t0))
+    t0 = time.monotonic()
+    res = subprocess.run([IMAGES, "build", "--load", "--kube-state", state] + list(images),
+                         capture_output=True, text=True, timeout=3600)
+    if res.returncode != 0:
+        if own:
+            run_kube("down", state=state, env=env, timeout=300)
+        fail("`ci/images build --load` failed:\n%s%s" % (res.stdout[-4000:],
+                                                         res.stderr[-4000:]))
+    print("images built and loaded in %.0fs" % (time.monotonic() - t0))
+    out = run_kube("env", state=state, env=env, timeout=60)
+    plane = KubePlane(state, parse_env(out.stdout))
+    plane.own = own
+    plane.state = state
+    plane.run_env = env
+    return plane
+
+
+def stop_node(plane):
+    """Stop and wipe a node that start_node started (a developer's is left running)."""
+    if plane.own and os.path.exists(os.path.join(plane.state, "kube.json")):
+        run_kube("down", "--wipe", state=plane.state, env=plane.run_env, timeout=600)

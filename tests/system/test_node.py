@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from kubeplane import KubePlane, parse_env, run_kube, wait_for
+from kubeplane import KubePlane, parse_env, run_kube, start_node, stop_node, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGES = os.path.join(ROOT, "ci", "images")
@@ -35,43 +35,10 @@ def image(svc):
 
 @pytest.fixture(scope="module")
 def node():
-    own = not os.environ.get("UPMON_KUBE_NODE_STATE_DIR")
-    state = os.path.abspath(os.environ.get("UPMON_KUBE_NODE_STATE_DIR")
-                            or os.path.join(ROOT, ".state-kube-node-test"))
-    if own and len(state) > 60:
-        # A node's state path must stay short (the kubelet's unix sockets live under it):
-        # a deep checkout gets a folder of its own under /tmp instead.
-        state = "/tmp/upmon-kube-node-test-%08x" % (hash(ROOT) & 0xFFFFFFFF)
-    env = dict(os.environ)
-    if own:
-        # Apart from the Lease tests' control plane (offset 100) and a developer's (0).
-        env["UPMON_KUBE_PORT_OFFSET"] = "200"
-    t0 = time.monotonic()
-    up = run_kube("up", "--node", state=state, env=env, timeout=3600)
-    if up.returncode != 0:
-        if own:
-            run_kube("down", state=state, env=env, timeout=300)
-        pytest.fail("`ci/kube up --node` failed (exit %d):\n%s%s"
-                    % (up.returncode, up.stdout[-4000:], up.stderr[-4000:]), pytrace=False)
-    print("node up in %.0fs" % (time.monotonic() - t0))
-    t0 = time.monotonic()
-    names = ["base"] + ["upmon-" + s for s in SERVICES]
-    res = subprocess.run([IMAGES, "build", "--load", "--kube-state", state] + names,
-                         capture_output=True, text=True, timeout=3600)
-    if res.returncode != 0:
-        if own:
-            run_kube("down", state=state, env=env, timeout=300)
-        pytest.fail("`ci/images build --load` failed:\n%s%s" % (res.stdout[-4000:],
-                                                               res.stderr[-4000:]),
-                    pytrace=False)
-    print("images built and loaded in %.0fs" % (time.monotonic() - t0))
-    out = run_kube("env", state=state, env=env, timeout=60)
-    plane = KubePlane(state, parse_env(out.stdout))
-    plane.own = own
-    plane.run_env = env
+    plane = start_node(["base"] + ["upmon-" + s for s in SERVICES],
+                       lambda msg: pytest.fail(msg, pytrace=False))
     yield plane
-    if own and os.path.exists(os.path.join(state, "kube.json")):
-        run_kube("down", "--wipe", state=state, env=env, timeout=600)
+    stop_node(plane)
 
 
 def apply(node, text):
