@@ -361,6 +361,16 @@ static void observe(struct run *rn, struct chc_observed *o)
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(list, "items"))
         {
             const cJSON *cs;
+            const cJSON *meta = cJSON_GetObjectItemCaseSensitive(it, "metadata");
+            const cJSON *pname = cJSON_GetObjectItemCaseSensitive(meta, "name");
+            const cJSON *ip = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(it, "status"), "podIP");
+            int sh = 0, rep = -1;
+
+            if (cJSON_IsString(pname) && cJSON_IsString(ip) &&
+                !cJSON_GetObjectItemCaseSensitive(meta, "deletionTimestamp") &&
+                chc_parse_pod_name(rn->c, pname->valuestring, &sh, &rep) == 0)
+                snprintf(o->pod_ip[sh][rep], sizeof(o->pod_ip[sh][rep]), "%s", ip->valuestring);
 
             cJSON_ArrayForEach(cs, cJSON_GetObjectItemCaseSensitive(
                                        cJSON_GetObjectItemCaseSensitive(it, "status"),
@@ -694,6 +704,56 @@ static int topology_loaded(struct run *rn, int servers, int want, char *msg, siz
     return 1;
 }
 
+/*
+ * ClickHouse 18.16 resolves a cluster's host names once, when remote_servers
+ * is loaded, and caches every resolution: a pod that comes back with a new IP
+ * stays unreachable through the Distributed tables (and for replication
+ * fetches) until the cache is dropped and the clusters rebuilt. Compare each
+ * server's system.clusters addresses with the pods' IPs and heal the servers
+ * that disagree. Returns how many servers were stale.
+ */
+static int heal_addresses(struct run *rn, const struct chc_observed *o, int shards)
+{
+    struct op_ch ch = {rn->c, rn->ctl->cfg.cluster_domain, rn->password, 10000};
+    char sql[256], msg[512];
+    struct upm_buf out;
+    int stale_servers = 0;
+
+    upm_buf_init(&out, 0);
+    snprintf(sql, sizeof(sql),
+             "SELECT host_name, host_address FROM system.clusters WHERE cluster = '%s'",
+             rn->c->spec.cluster_name);
+    for (int i = 1; i <= shards; i++) {
+        for (int r = 0; r < rn->c->spec.replicas; r++) {
+            char *line, *save = NULL;
+            bool stale = false;
+
+            if (!o->pod_ip[i][r][0] || op_ch_run(&ch, i, r, sql, &out, msg, sizeof(msg)) != 0)
+                continue;
+            for (line = strtok_r(out.data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char host[256], addr[64];
+                int sh, rep;
+
+                if (sscanf(line, "%255[^\t]\t%63s", host, addr) != 2 ||
+                    chc_parse_pod_name(rn->c, host, &sh, &rep) != 0 || !o->pod_ip[sh][rep][0])
+                    continue;
+                if (strcmp(addr, o->pod_ip[sh][rep]) != 0)
+                    stale = true;
+            }
+            if (!stale)
+                continue;
+            stale_servers++;
+            upm_log_info("operator", "server routes to a stale address; dropping its DNS cache "
+                         "| cluster=%s shard=%d replica=%d", rn->c->name, i, r);
+            if (op_ch_run(&ch, i, r, "SYSTEM DROP DNS CACHE", NULL, msg, sizeof(msg)) != 0 ||
+                op_ch_run(&ch, i, r, "SYSTEM RELOAD CONFIG", NULL, msg, sizeof(msg)) != 0)
+                upm_log_warn("operator", "address refresh failed | error=\"%s\"", msg);
+        }
+    }
+    upm_buf_free(&out);
+    return stale_servers;
+}
+
 static int drop_database(struct run *rn, int shard, int replica, char *msg, size_t size)
 {
     struct op_ch ch = {rn->c, rn->ctl->cfg.cluster_domain, rn->password, rn->ctl->cfg.ch_timeout_ms};
@@ -804,6 +864,20 @@ static int64_t reconcile(struct run *rn)
 
     switch (p.action) {
     case CHC_NONE:
+        if (heal_addresses(rn, &o, c->status.published_shards) > 0) {
+            /* The cluster DNS may still answer the old address for its cache
+             * time: look again soon, and do not report Ready meanwhile. */
+            p.reason = "AddressesRefreshed";
+            p.phase = "Running";
+            p.action = CHC_WAIT_READY;
+            snprintf(p.message, sizeof(p.message),
+                     "servers resolved a restarted pod's old address; their DNS cache was "
+                     "dropped and remote_servers reloaded");
+            emit_event(rn, false, p.reason, p.message);
+            write_n = c->status.published_shards;
+            requeue = 5000;
+            break;
+        }
         if (c->spec.retention_enabled &&
             (rn->memo->retention_at == 0 ||
              (upm_clock_mono_ns() - rn->memo->retention_at) / 1000000000LL >=
@@ -889,7 +963,10 @@ static int64_t reconcile(struct run *rn)
             requeue = 5000;
             break;
         }
-        snprintf(gen, sizeof(gen), "shards-%d", p.last);
+        /* A new value each few seconds: a nudge that raced the kubelet's view
+         * of the Secret must not be the last one. */
+        snprintf(gen, sizeof(gen), "shards-%d-%lld", p.last,
+                 (long long)(upm_clock_mono_ns() / 3000000000LL));
         nudge_pods(rn, p.last, gen);
         if (!topology_loaded(rn, p.last, p.last, msg, sizeof(msg))) {
             snprintf(wk, sizeof(wk), "publish-%d", p.last);
@@ -977,7 +1054,11 @@ static int64_t reconcile(struct run *rn)
             free(remote_xml);
             free(users_xml);
             if (ok) {
-                nudge_pods(rn, staying, "drained");
+                char gen[48];
+
+                snprintf(gen, sizeof(gen), "shards-%d-%lld", staying,
+                         (long long)(upm_clock_mono_ns() / 3000000000LL));
+                nudge_pods(rn, staying, gen);
                 if (!topology_loaded(rn, staying, staying, msg, sizeof(msg))) {
                     requeue = 2000;
                     break;

@@ -25,6 +25,8 @@ struct chc_observed {
     bool image_error; /* a pod of the cluster cannot pull or run its image */
     char image_error_msg[256];
     bool schema_ok; /* the schema was verified on every server of shards 1..max(D,P) */
+    /* Pod IPs by shard and replica ordinal ("" = no pod or no IP yet). */
+    char pod_ip[CHC_MAX_SHARDS + 1][CHC_MAX_REPLICAS][48];
 };
 
 enum chc_action {

@@ -31,6 +31,29 @@ void chc_pod_url(const struct chc *c, int shard, int replica, const char *domain
     snprintf(out, size, "http://%s:%d", host, CHC_HTTP_PORT);
 }
 
+int chc_parse_pod_name(const struct chc *c, const char *s, int *shard, int *replica)
+{
+    size_t n = strlen(c->name);
+    long sh, rep;
+    char *end;
+
+    if (strncmp(s, c->name, n) != 0 || strncmp(s + n, "-s", 2) != 0)
+        return -1;
+    s += n + 2;
+    if (*s < '0' || *s > '9')
+        return -1;
+    sh = strtol(s, &end, 10);
+    if (*end != '-' || end[1] < '0' || end[1] > '9')
+        return -1;
+    rep = strtol(end + 1, &end, 10);
+    if ((*end != '\0' && *end != '.') || sh < 1 || sh > CHC_MAX_SHARDS || rep < 0 ||
+        rep >= CHC_MAX_REPLICAS)
+        return -1;
+    *shard = (int)sh;
+    *replica = (int)rep;
+    return 0;
+}
+
 void chc_hash_hex(const char *s, char out[17])
 {
     uint64_t h = 0xcbf29ce484222325ULL;
@@ -225,13 +248,24 @@ char *chc_render_users_xml(const struct chc *c, const char *internal_password,
     for (size_t i = 0; i < s->nusers; i++)
         put_user(&b, s->users[i].name, passwords[i], s->users[i].profile, s->users[i].networks,
                  s->users[i].nnetworks);
-    upm_buf_puts(&b, "  </users>\n");
-    if (s->nprofile_settings > 0) {
-        upm_buf_puts(&b, "  <profiles>\n    <default>\n");
+    upm_buf_puts(&b, "  </users>\n  <profiles>\n    <default>\n");
+    {
+        bool sync_set = false;
+
         for (size_t i = 0; i < s->nprofile_settings; i++)
-            put_path(&b, "      ", s->profile_settings[i].key, s->profile_settings[i].value);
-        upm_buf_puts(&b, "    </default>\n  </profiles>\n");
+            if (strcmp(s->profile_settings[i].key, "insert_distributed_sync") == 0)
+                sync_set = true;
+        /* Inserts through a Distributed table reach the shards before they are
+         * acknowledged (nothing is queued on the receiving server's disk), and
+         * 18.16's queue folders would be named after every replica's
+         * user:password@host, which is both a leak and, with the pods' long DNS
+         * names, beyond a file name's length. */
+        if (!sync_set)
+            put_path(&b, "      ", "insert_distributed_sync", "1");
     }
+    for (size_t i = 0; i < s->nprofile_settings; i++)
+        put_path(&b, "      ", s->profile_settings[i].key, s->profile_settings[i].value);
+    upm_buf_puts(&b, "    </default>\n  </profiles>\n");
     upm_buf_puts(&b, "</yandex>\n");
     upm_buf_putc(&b, '\0');
     return upm_buf_steal(&b, NULL);

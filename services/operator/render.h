@@ -40,6 +40,10 @@ void chc_pod_fqdn(const struct chc *c, int shard, int replica, const char *domai
 void chc_pod_url(const struct chc *c, int shard, int replica, const char *domain, char *out,
                  size_t size);
 
+/* "N-s<i>-<r>" or "N-s<i>-<r>.<anything>" → shard i and replica r. 0, or -1
+ * when s is not one of this cluster's pod names. */
+int chc_parse_pod_name(const struct chc *c, const char *s, int *shard, int *replica);
+
 /* XML text escaping into a malloc'd string. */
 char *chc_xml_escape(const char *s);
 

@@ -353,6 +353,7 @@ static void test_render_config(void **state)
     assert_non_null(strstr(users, "<upmon>"));
     assert_non_null(strstr(users, "<password>app&lt;pw&gt;</password>"));
     assert_non_null(strstr(users, "<ip>127.0.0.1</ip>"));
+    assert_non_null(strstr(users, "<insert_distributed_sync>1</insert_distributed_sync>"));
     free(xml);
     free(remote);
     free(users);
@@ -403,6 +404,19 @@ static void test_render_statefulset(void **state)
                             "whenScaled")
             ->valuestring,
         "Retain");
+    {
+        int sh = 0, rep = 0;
+
+        assert_int_equal(chc_parse_pod_name(&c, "ch-s12-3.ch-s12.data.svc", &sh, &rep), 0);
+        assert_int_equal(sh, 12);
+        assert_int_equal(rep, 3);
+        assert_int_equal(chc_parse_pod_name(&c, "ch-s2-1", &sh, &rep), 0);
+        assert_int_equal(chc_parse_pod_name(&c, "ch-s2-9", &sh, &rep), -1);
+        assert_int_equal(chc_parse_pod_name(&c, "ch-s0-1", &sh, &rep), -1);
+        assert_int_equal(chc_parse_pod_name(&c, "chx-s2-1", &sh, &rep), -1);
+        assert_int_equal(chc_parse_pod_name(&c, "ch-s2-1x", &sh, &rep), -1);
+        assert_int_equal(chc_parse_pod_name(&c, "ch-s-1", &sh, &rep), -1);
+    }
     chc_pod_url(&c, 2, 1, "cluster.local", url, sizeof(url));
     assert_string_equal(url, "http://ch-s2-1.ch-s2.data.svc.cluster.local:8123");
     cJSON_Delete(sts);
