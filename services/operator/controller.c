@@ -82,7 +82,7 @@ struct op_controller {
     struct memo memos[16];
     /* metrics */
     struct upm_prom_metric *m_reconciles, *m_errors, *m_desired, *m_ready, *m_transition,
-        *m_drain_rows, *m_drain_step, *m_retention;
+        *m_drain_rows, *m_drain_step, *m_retention, *m_phase, *m_drain_active;
 };
 
 static void kick(struct op_controller *ctl)
@@ -535,6 +535,17 @@ static int write_status(struct run *rn, const struct chc_plan *p, const struct c
     }
     cJSON_Delete(body);
     upm_prom_set(upm_prom_series_get(rn->ctl->m_desired, (const char *[]){c->name}), c->spec.shards);
+    {
+        static const char *const phases[] = {"Creating", "Running", "Scaling", "Draining",
+                                             "Degraded"};
+
+        for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
+            upm_prom_set(upm_prom_series_get(rn->ctl->m_phase,
+                                             (const char *[]){c->name, phases[i]}),
+                         strcmp(p->phase, phases[i]) == 0 ? 1 : 0);
+        upm_prom_set(upm_prom_series_get(rn->ctl->m_drain_active, (const char *[]){c->name}),
+                     c->status.drain.from > 0 ? 1 : 0);
+    }
     upm_prom_set(upm_prom_series_get(rn->ctl->m_ready, (const char *[]){c->name}), ready);
     return rc;
 }
@@ -1284,6 +1295,17 @@ struct op_controller *op_controller_create(const struct op_config *cfg,
                                            1, cl);
         ctl->m_retention = upm_prom_counter(reg, "upmon_operator_retention_partitions_dropped_total",
                                             "Expired partitions dropped by retention.", 1, cl);
+        {
+            static const char *const cp[] = {"cluster", "phase"};
+
+            ctl->m_phase = upm_prom_gauge(reg, "upmon_operator_cluster_phase",
+                                          "1 for the cluster's current phase (Creating, Running, "
+                                          "Scaling, Draining, Degraded), 0 for the others.",
+                                          2, cp);
+        }
+        ctl->m_drain_active = upm_prom_gauge(reg, "upmon_operator_drain_active",
+                                             "1 while shards of the cluster are being drained.",
+                                             1, cl);
     }
     return ctl;
 }
