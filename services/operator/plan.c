@@ -65,6 +65,16 @@ void chc_plan_next(const struct chc *c, const struct chc_observed *o, struct chc
         return;
     }
     if (d->from > 0) {
+        if (want >= d->from && d->table[0]) {
+            /* Half a partition moved: cancelling now would leave its moved rows
+             * on the staying shards and the originals in place (counted twice). */
+            set(p, CHC_DRAIN, d->from, d->to, "Draining", "DrainCancelling");
+            snprintf(p->message, sizeof(p->message),
+                     "spec.shards is %d again: finishing the move of %.40s partition %.16s "
+                     "before the drain is cancelled",
+                     want, d->table, d->partition);
+            return;
+        }
         if (want >= d->from) {
             set(p, CHC_CANCEL_DRAIN, d->from, d->to, "Scaling", "DrainCancelled");
             snprintf(p->message, sizeof(p->message),
