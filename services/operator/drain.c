@@ -340,11 +340,24 @@ enum op_drain_result op_drain_step(const struct op_ch *ch, struct chc_drain *d, 
     upm_buf_init(&cols.all, 0);
     upm_buf_init(&cols.key, 0);
     upm_buf_init(&out, 0);
-    if (d->part == 0 && d->sub == 0) {
-        /* A replica may lag: make the one read hold everything the shard has. */
-        snprintf(sql, sizeof(sql), "SYSTEM SYNC REPLICA %s.%s", db, d->table);
-        if (op_ch_run(ch, d->source, replica, sql, NULL, msg, msg_size) != 0) {
+    {
+        /* A replica may lag: the one read must hold every part the shard has.
+         * Not SYSTEM SYNC REPLICA: it also waits for the merges in the queue,
+         * which STOP MERGES holds for ever. Fetches are what matter (a merge
+         * changes no row), and they run with merges stopped. */
+        snprintf(sql, sizeof(sql),
+                 "SELECT count() FROM system.replication_queue WHERE database = '%s' AND "
+                 "table = '%s' AND type = 'GET_PART'",
+                 db, d->table);
+        if (op_ch_run(ch, d->source, replica, sql, &out, msg, msg_size) != 0) {
             res = OP_DRAIN_ERROR;
+            goto out;
+        }
+        if (out.len > 0 && strtoull(out.data, NULL, 10) > 0) {
+            snprintf(msg, msg_size, "shard %d replica %d: fetching %llu part(s) of %s first",
+                     d->source, replica, strtoull(out.data, NULL, 10), d->table);
+            *wait_ms = 1000;
+            res = OP_DRAIN_WAIT;
             goto out;
         }
     }
