@@ -155,6 +155,8 @@ struct run {
     struct memo *memo;
     char password[80];      /* upmon_internal */
     char **user_passwords;  /* per spec user */
+    const char *image;      /* what the StatefulSets run */
+    bool canary;            /* shard 1's last pod tries spec.image first */
 };
 
 static void now_rfc3339(char *out, size_t size)
@@ -343,9 +345,19 @@ static void observe(struct run *rn, struct chc_observed *o)
             o->sts_exists[i] = true;
             o->sts_replicas[i] = cJSON_IsNumber(rep) ? rep->valueint : 0;
             o->sts_ready[i] = cJSON_IsNumber(ready) ? ready->valueint : 0;
-            /* A pod still on an old template is not counted as ready for the new spec. */
-            if (cJSON_IsNumber(upd) && upd->valueint < o->sts_ready[i])
-                o->sts_ready[i] = upd->valueint;
+            o->sts_updated[i] = cJSON_IsNumber(upd) ? upd->valueint : 0;
+            {
+                const cJSON *ctr = cJSON_GetArrayItem(
+                    cJSON_GetObjectItemCaseSensitive(
+                        cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(spec, "template"), "spec"),
+                        "containers"),
+                    0);
+                const cJSON *img = cJSON_GetObjectItemCaseSensitive(ctr, "image");
+
+                if (cJSON_IsString(img))
+                    snprintf(o->sts_image[i], sizeof(o->sts_image[i]), "%s", img->valuestring);
+            }
             if (i > o->sts_highest)
                 o->sts_highest = i;
         }
@@ -367,6 +379,8 @@ static void observe(struct run *rn, struct chc_observed *o)
                 cJSON_GetObjectItemCaseSensitive(it, "status"), "podIP");
             int sh = 0, rep = -1;
 
+            if (cJSON_IsString(pname))
+                chc_parse_pod_name(rn->c, pname->valuestring, &sh, &rep);
             if (cJSON_IsString(pname) && cJSON_IsString(ip) &&
                 !cJSON_GetObjectItemCaseSensitive(meta, "deletionTimestamp") &&
                 chc_parse_pod_name(rn->c, pname->valuestring, &sh, &rep) == 0)
@@ -387,10 +401,15 @@ static void observe(struct run *rn, struct chc_observed *o)
                      strcmp(reason->valuestring, "ImagePullBackOff") == 0 ||
                      strcmp(reason->valuestring, "InvalidImageName") == 0 ||
                      strcmp(reason->valuestring, "ErrImageNeverPull") == 0)) {
+                    const cJSON *img = cJSON_GetObjectItemCaseSensitive(cs, "image");
+
                     o->image_error = true;
+                    if (sh >= 1 && rep >= 0)
+                        o->pod_image_error[sh][rep] = true;
                     snprintf(o->image_error_msg, sizeof(o->image_error_msg),
                              "pod %s cannot get image %s (%s)",
-                             cJSON_IsString(name) ? name->valuestring : "?", rn->c->spec.image,
+                             cJSON_IsString(name) ? name->valuestring : "?",
+                             cJSON_IsString(img) ? img->valuestring : rn->c->spec.image,
                              reason->valuestring);
                 }
             }
@@ -507,6 +526,8 @@ static int write_status(struct run *rn, const struct chc_plan *p, const struct c
     if (write_n >= 0)
         cJSON_AddItemToObject(st, "writeShards", write_shards(rn, write_n));
     cJSON_AddItemToObject(st, "drain", drain_json(&c->status.drain));
+    cJSON_AddStringToObject(st, "currentImage", c->status.current_image);
+    cJSON_AddStringToObject(st, "rejectedImage", c->status.rejected_image);
     if (!cJSON_IsString(old_phase) || strcmp(old_phase->valuestring, p->phase) != 0) {
         now_rfc3339(ts, sizeof(ts));
         cJSON_AddStringToObject(st, "lastTransitionTime", ts);
@@ -596,7 +617,8 @@ static int ensure_objects(struct run *rn, const struct chc_observed *o, int remo
         if (o->sts_exists[i] && o->sts_replicas[i] > replicas)
             replicas = o->sts_replicas[i];
         snprintf(coll, sizeof(coll), "/apis/apps/v1/namespaces/%s/statefulsets", c->ns);
-        obj = chc_render_statefulset(c, i, replicas, domain, hash);
+        obj = chc_render_statefulset(c, i, replicas, rn->canary && i == 1 ? c->spec.image : rn->image,
+                                     rn->canary && i == 1 ? replicas - 1 : 0, domain, hash);
         if (rc == 0) {
             int r = apply(rn, coll, name, obj, true, errstr, size);
 
@@ -823,6 +845,62 @@ static void schema_key(struct run *rn, const struct chc_observed *o, int top, ch
 }
 
 /*
+ * Which image the StatefulSets run. An image change is tried on one pod
+ * first (shard 1's last replica, a StatefulSet partition): only when that pod
+ * is Ready does every server move; when it cannot get the image, the image is
+ * recorded as rejected, the pod goes back to the running image and the
+ * resource is Degraded until spec.image changes — the cluster is never rolled
+ * onto an image that does not run.
+ */
+static void image_plan(struct run *rn, struct chc_observed *o)
+{
+    struct chc *c = rn->c;
+    const int last = c->spec.replicas - 1;
+
+    if (!c->status.current_image[0] || !o->sts_exists[1])
+        snprintf(c->status.current_image, sizeof(c->status.current_image), "%s", c->spec.image);
+    rn->image = c->status.current_image;
+    rn->canary = false;
+    if (strcmp(c->spec.image, c->status.current_image) == 0) {
+        c->status.rejected_image[0] = '\0';
+        return;
+    }
+    if (strcmp(c->status.rejected_image, c->spec.image) != 0 && last >= 0 &&
+        o->pod_image_error[1][last] && strcmp(o->sts_image[1], c->spec.image) == 0) {
+        char m[320];
+
+        snprintf(c->status.rejected_image, sizeof(c->status.rejected_image), "%s",
+                 c->spec.image);
+        snprintf(m, sizeof(m), "the canary pod %s-s1-%d could not get image %.120s; it goes "
+                 "back to %.100s", c->name, last, c->spec.image, c->status.current_image);
+        emit_event(rn, true, "ImageRejected", m);
+    }
+    if (strcmp(c->status.rejected_image, c->spec.image) == 0) {
+        o->image_error = true;
+        snprintf(o->image_error_msg, sizeof(o->image_error_msg),
+                 "image %.80s could not be pulled or run by the canary pod; every server "
+                 "keeps %.80s",
+                 c->spec.image, c->status.current_image);
+        return;
+    }
+    if (o->sts_exists[1] && strcmp(o->sts_image[1], c->spec.image) == 0 && o->sts_updated[1] >= 1 &&
+        o->sts_ready[1] >= c->spec.replicas) {
+        /* The canary runs: every server moves. */
+        snprintf(c->status.current_image, sizeof(c->status.current_image), "%s", c->spec.image);
+        rn->image = c->status.current_image;
+        emit_event(rn, false, "ImageAccepted", "the canary pod runs the new image; rolling it out");
+        return;
+    }
+    rn->canary = true;
+    /* The canary pod's own pull error must not stop the plan before it is judged. */
+    if (last >= 0 && o->pod_image_error[1][last]) {
+        o->image_error = false;
+    }
+    if (o->sts_ready[1] >= c->spec.replicas)
+        o->sts_ready[1] = c->spec.replicas - 1; /* not Ready until the canary is judged */
+}
+
+/*
  * One reconcile step for one resource. Returns the requeue delay in ms
  * (0 = at once, -1 = at the next resync or event).
  */
@@ -854,6 +932,7 @@ static int64_t reconcile(struct run *rn)
             rn->user_passwords[i] = upm_strdup(pw);
     }
     observe(rn, &o);
+    image_plan(rn, &o);
     top = c->spec.shards > c->status.published_shards ? c->spec.shards : c->status.published_shards;
     schema_key(rn, &o, top, key, sizeof(key));
     o.schema_ok = strcmp(key, rn->memo->schema_key) == 0;

@@ -27,6 +27,9 @@ struct chc_observed {
     bool schema_ok; /* the schema was verified on every server of shards 1..max(D,P) */
     /* Pod IPs by shard and replica ordinal ("" = no pod or no IP yet). */
     char pod_ip[CHC_MAX_SHARDS + 1][CHC_MAX_REPLICAS][48];
+    int sts_updated[CHC_MAX_SHARDS + 1];      /* .status.updatedReplicas */
+    char sts_image[CHC_MAX_SHARDS + 1][256];  /* the template's image */
+    bool pod_image_error[CHC_MAX_SHARDS + 1][CHC_MAX_REPLICAS];
 };
 
 enum chc_action {

@@ -458,8 +458,8 @@ static cJSON *projection(const char *kind, const char *name, const char *key, co
     return src;
 }
 
-cJSON *chc_render_statefulset(const struct chc *c, int shard, int replicas, const char *domain,
-                              const char *config_hash)
+cJSON *chc_render_statefulset(const struct chc *c, int shard, int replicas, const char *image,
+                              int partition, const char *domain, const char *config_hash)
 {
     const struct chc_spec *s = &c->spec;
     char name[128], cm[128], cred[128], shard_s[16], fqdn[300];
@@ -478,6 +478,13 @@ cJSON *chc_render_statefulset(const struct chc *c, int shard, int replicas, cons
     cJSON_AddStringToObject(spec, "podManagementPolicy", "Parallel");
     cJSON_AddItemToObject(cJSON_AddObjectToObject(spec, "selector"), "matchLabels",
                           labels(c, shard));
+    {
+        cJSON *us = cJSON_AddObjectToObject(spec, "updateStrategy");
+
+        cJSON_AddStringToObject(us, "type", "RollingUpdate");
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(us, "rollingUpdate"), "partition",
+                                partition);
+    }
     pol = cJSON_AddObjectToObject(spec, "persistentVolumeClaimRetentionPolicy");
     cJSON_AddStringToObject(pol, "whenDeleted", s->reclaim_retain ? "Retain" : "Delete");
     cJSON_AddStringToObject(pol, "whenScaled", s->reclaim_retain ? "Retain" : "Delete");
@@ -514,7 +521,7 @@ cJSON *chc_render_statefulset(const struct chc *c, int shard, int replicas, cons
     ctr = cJSON_CreateObject();
     cJSON_AddItemToArray(cJSON_AddArrayToObject(pspec, "containers"), ctr);
     cJSON_AddStringToObject(ctr, "name", "clickhouse");
-    cJSON_AddStringToObject(ctr, "image", s->image);
+    cJSON_AddStringToObject(ctr, "image", image);
     cJSON_AddStringToObject(ctr, "imagePullPolicy", s->pull_policy);
     if (s->ncommand > 0)
         cJSON_AddItemToObject(ctr, "command",

@@ -69,10 +69,12 @@ cJSON *chc_render_credentials(const struct chc *c, const char *remote_xml, const
 cJSON *chc_render_internal_secret(const struct chc *c, const char *password);
 cJSON *chc_render_shard_service(const struct chc *c, int shard);
 cJSON *chc_render_client_service(const struct chc *c);
-/* The shard's StatefulSet with `replicas` pods. config_hash goes into a pod
- * annotation so a changed server configuration rolls the pods. */
-cJSON *chc_render_statefulset(const struct chc *c, int shard, int replicas, const char *domain,
-                              const char *config_hash);
+/* The shard's StatefulSet with `replicas` pods running `image`. config_hash
+ * goes into a pod annotation so a changed server configuration rolls the
+ * pods; pods with an ordinal below `partition` keep the previous template (a
+ * canary rolls only the last pod). */
+cJSON *chc_render_statefulset(const struct chc *c, int shard, int replicas, const char *image,
+                              int partition, const char *domain, const char *config_hash);
 
 /* FNV-1a 64 as 16 hex digits (config hashes). */
 void chc_hash_hex(const char *s, char out[17]);

@@ -458,6 +458,8 @@ static void parse_status(const cJSON *st, struct chc_status *s)
         s->published_shards = CHC_MAX_SHARDS;
     s->topology_generation = get_i64(st, "topologyGeneration");
     copy_str(st, "phase", s->phase, sizeof(s->phase));
+    copy_str(st, "currentImage", s->current_image, sizeof(s->current_image));
+    copy_str(st, "rejectedImage", s->rejected_image, sizeof(s->rejected_image));
     d = cJSON_GetObjectItemCaseSensitive(st, "drain");
     if (!cJSON_IsObject(d))
         return;

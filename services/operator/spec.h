@@ -88,6 +88,8 @@ struct chc_status {
     int published_shards;
     int64_t topology_generation;
     char phase[32];
+    char current_image[256];  /* the image every server runs ("" = spec.image) */
+    char rejected_image[256]; /* an image the canary pod could not get */
     struct chc_drain drain;
 };
 

@@ -37,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         char *xml = chc_render_server_xml(&c);
         char *remote = chc_render_remote_servers_xml(&c, c.spec.shards, "cluster.local", "p&<");
-        cJSON *sts = chc_render_statefulset(&c, c.spec.shards, c.spec.replicas, "cluster.local",
+        cJSON *sts = chc_render_statefulset(&c, c.spec.shards, c.spec.replicas, c.spec.image, 1,
+                                            "cluster.local",
                                             "0123456789abcdef");
         if (!xml || !strstr(xml, "</yandex>") || !remote || strstr(remote, "p&<") || !sts)
             abort();

@@ -448,3 +448,84 @@ def test_leader_killed_mid_scale_standby_finishes(node):
     wait_stored(node, produced)
     time.sleep(3)
     check_exact(node, 2, produced)
+
+
+# ---- specs the operator cannot reconcile ---------------------------------------------------
+
+def server_pods(node):
+    out = json.loads(node.kubectl("get", "pods", "-n", NS, "-l", "upmon.io/cluster=%s" % CHC,
+                                  "-o", "json").stdout)
+    return {p["metadata"]["name"]: (p["metadata"]["uid"], p["spec"]["containers"][0]["image"])
+            for p in out["items"] if not p["metadata"].get("deletionTimestamp")}
+
+
+def wait_degraded(node, reason, timeout=180):
+    def check():
+        c = condition(chc(node), "Degraded")
+        return c if c.get("status") == "True" and c.get("reason") == reason else None
+    return wait_for("Degraded/%s" % reason, check, timeout, 1)
+
+
+def test_missing_secret_is_degraded_and_touches_nothing(node):
+    before_pods = server_pods(node)
+    creds = "%s-credentials" % CHC
+    before_rv = node.kubectl("get", "secret", creds, "-n", NS, "-o",
+                             "jsonpath={.metadata.resourceVersion}").stdout
+    users = chc(node)["spec"].get("users", [])
+    node.kubectl("patch", "clickhousecluster", CHC, "-n", NS, "--type=merge", "-p", json.dumps(
+        {"spec": {"users": users + [{"name": "reporting",
+                                     "passwordSecret": {"name": "no-such-secret",
+                                                        "key": "pw"}}]}}))
+    cond = wait_degraded(node, "SecretMissing")
+    assert "no-such-secret" in cond["message"], cond
+    assert chc(node)["status"]["phase"] == "Degraded"
+    assert any("no-such-secret" in e["message"] and e["type"] == "Warning"
+               for e in events(node, "SecretMissing"))
+    time.sleep(5)
+    assert node.kubectl("get", "secret", creds, "-n", NS, "-o",
+                        "jsonpath={.metadata.resourceVersion}").stdout == before_rv
+    assert server_pods(node) == before_pods
+    # The Secret appears: the operator continues by itself and the user can log in.
+    node.kubectl("create", "secret", "generic", "no-such-secret", "-n", NS,
+                 "--from-literal=pw=reporting-pass-1")
+    wait_phase(node, 2, timeout=300)
+    ip = pod_ip(node, pods(node, 1)[0])
+
+    def login():
+        req = urllib.request.Request("http://%s:8123/" % ip, data=b"SELECT currentUser()")
+        req.add_header("X-ClickHouse-User", "reporting")
+        req.add_header("X-ClickHouse-Key", "reporting-pass-1")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.read().decode().strip() == "reporting"
+    wait_for("the new user can log in", login, 120, 2)
+
+
+def test_image_that_does_not_exist_is_tried_on_one_pod_then_refused(node):
+    before = server_pods(node)
+    good = chc(node)["spec"]["image"]
+    bad = "localhost/upmon/clickhouse:does-not-exist"
+    canary = "%s-s1-1" % CHC
+    node.kubectl("patch", "clickhousecluster", CHC, "-n", NS, "--type=merge",
+                 "-p", json.dumps({"spec": {"image": bad}}))
+    cond = wait_degraded(node, "ImageUnavailable", timeout=300)
+    assert bad in cond["message"] and good in cond["message"], cond
+    assert events(node, "ImageRejected"), "no ImageRejected event"
+    # Every server back on the running image; only the canary pod was replaced.
+    def back():
+        now = server_pods(node)
+        ok = set(now) == set(before) and all(img == good for _, img in now.values())
+        return now if ok and all(
+            p["status"] == "True" for p in [
+                {"status": node.kubectl("get", "pod", name, "-n", NS, "-o",
+                                        "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+                                        ).stdout}
+                for name in now]) else None
+    now = wait_for("every server Ready on %s" % good, back, 300, 2)
+    changed = sorted(n for n in before if now[n][0] != before[n][0])
+    assert changed in ([], [canary]), "pods other than the canary were replaced: %s" % changed
+    assert chc(node)["status"]["currentImage"] == good
+    # Back to the good image: Ready again.
+    node.kubectl("patch", "clickhousecluster", CHC, "-n", NS, "--type=merge",
+                 "-p", json.dumps({"spec": {"image": good}}))
+    wait_phase(node, 2, timeout=300)
+    assert condition(chc(node), "Degraded").get("status") == "False"

@@ -376,7 +376,7 @@ static void test_render_statefulset(void **state)
 
     (void)state;
     assert_int_equal(parse_text(base_json, &c, err, sizeof(err)), 0);
-    sts = chc_render_statefulset(&c, 2, 2, "cluster.local", "abc");
+    sts = chc_render_statefulset(&c, 2, 2, c.spec.image, 0, "cluster.local", "abc");
     spec = cJSON_GetObjectItem(sts, "spec");
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(sts, "metadata"), "name")->valuestring,
                         "ch-s2");
