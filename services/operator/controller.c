@@ -857,8 +857,13 @@ static void image_plan(struct run *rn, struct chc_observed *o)
     struct chc *c = rn->c;
     const int last = c->spec.replicas - 1;
 
-    if (!c->status.current_image[0] || !o->sts_exists[1])
+    if (!o->sts_exists[1])
         snprintf(c->status.current_image, sizeof(c->status.current_image), "%s", c->spec.image);
+    else if (!c->status.current_image[0])
+        /* Not recorded (a status written before the field existed): what the
+         * last shard runs — never the canary's shard unless it is the only one. */
+        snprintf(c->status.current_image, sizeof(c->status.current_image), "%s",
+                 o->sts_image[o->sts_highest][0] ? o->sts_image[o->sts_highest] : c->spec.image);
     rn->image = c->status.current_image;
     rn->canary = false;
     if (strcmp(c->spec.image, c->status.current_image) == 0) {

@@ -529,3 +529,49 @@ def test_image_that_does_not_exist_is_tried_on_one_pod_then_refused(node):
                  "-p", json.dumps({"spec": {"image": good}}))
     wait_phase(node, 2, timeout=300)
     assert condition(chc(node), "Degraded").get("status") == "False"
+
+
+# ---- replicas per shard, retention ----------------------------------------------------------
+
+def test_replicas_removed_leave_nothing_in_coordination_and_added_ones_catch_up(node):
+    s1 = Server(node, pods(node, 1)[0])
+    total = s1.scalar("SELECT count() FROM upmon.events")
+    node.kubectl("patch", "clickhousecluster", CHC, "-n", NS, "--type=merge",
+                 "-p", json.dumps({"spec": {"replicas": 1}}))
+    wait_for("one replica per shard", lambda: not any(
+        n.endswith("-1") for n in server_pods(node)) or None, 300, 2)
+    wait_phase(node, 2, timeout=300)
+    for shard in (1, 2):
+        reps = s1.query("SELECT name FROM system.zookeeper WHERE path = "
+                        "'/clickhouse/tables/%d/upmon/events_local/replicas'" % shard).split()
+        assert reps == ["%s-s%d-0" % (CHC, shard)], reps
+    assert s1.scalar("SELECT count() FROM upmon.events") == total
+    assert events(node, "ReplicasRemoved")
+    node.kubectl("patch", "clickhousecluster", CHC, "-n", NS, "--type=merge",
+                 "-p", json.dumps({"spec": {"replicas": 2}}))
+    wait_phase(node, 2, timeout=600)
+    for shard in (1, 2):
+        first, second = (Server(node, p) for p in pods(node, shard))
+        want = first.scalar("SELECT count() FROM upmon.events_local")
+        wait_for("replica %s caught up" % second.pod, lambda: second.scalar(
+            "SELECT count() FROM upmon.events_local") == want or None, 180, 1)
+        for t in ROLLUPS:
+            assert second.scalar("SELECT countMerge(events) FROM upmon.%s_local" % t) == \
+                first.scalar("SELECT countMerge(events) FROM upmon.%s_local" % t), t
+    assert Server(node, pods(node, 1)[1]).scalar("SELECT count() FROM upmon.events") == total
+
+
+def test_leader_runs_retention(node):
+    s1 = Server(node, pods(node, 1)[0])
+    # A row 100 days old: beyond rawDays (30), inside dailyDays (400).
+    s1.query("INSERT INTO upmon.events_in_all SELECT today() - 100, 1, 1, 'old-attempt', 'r', "
+             "'SAVE', 1, 0, 'web', '', 'DE', 7, 1, [], 0, 0, 0, '', 998, 1")
+    old = "SELECT count() FROM upmon.events WHERE kafka_partition = 998"
+    assert s1.scalar(old) == "1"
+    # A new leader runs retention at its first steady reconcile.
+    node.kubectl("delete", "pod", leader(node), "-n", NS)
+    wait_for("the expired partition dropped", lambda: s1.scalar(old) == "0" or None, 180, 2)
+    assert events(node, "RetentionApplied")
+    # The daily rollup keeps that day (400 days).
+    assert s1.scalar("SELECT countMerge(events) FROM upmon.events_1d_company "
+                     "WHERE day = today() - 100") == "1"
