@@ -491,13 +491,17 @@ def test_missing_secret_is_degraded_and_touches_nothing(node):
     wait_phase(node, 2, timeout=300)
     ip = pod_ip(node, pods(node, 1)[0])
 
-    def login():
-        req = urllib.request.Request("http://%s:8123/" % ip, data=b"SELECT currentUser()")
+    def login(password):
+        req = urllib.request.Request("http://%s:8123/" % ip, data=b"SELECT 42")
         req.add_header("X-ClickHouse-User", "reporting")
-        req.add_header("X-ClickHouse-Key", "reporting-pass-1")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.read().decode().strip() == "reporting"
-    wait_for("the new user can log in", login, 120, 2)
+        req.add_header("X-ClickHouse-Key", password)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.read().decode().strip() == "42"
+        except urllib.error.HTTPError:
+            return False
+    wait_for("the new user can log in", lambda: login("reporting-pass-1"), 120, 2)
+    assert not login("wrong-password")
 
 
 def test_image_that_does_not_exist_is_tried_on_one_pod_then_refused(node):
