@@ -946,6 +946,13 @@ static int64_t reconcile(struct run *rn)
                   chc_action_name(p.action), p.first, p.last, p.message);
 
     if (p.action == CHC_DEGRADED) {
+        /* A refused image: put the canary's StatefulSet back on the running
+         * image (image_plan chose it); nothing else changes. */
+        if (strcmp(p.reason, "ImageUnavailable") == 0 && o.secrets_ok &&
+            ensure_objects(rn, &o, c->status.published_shards > 0 ? c->status.published_shards
+                                                                   : c->spec.shards,
+                           msg, sizeof(msg)) != 0)
+            upm_log_warn("operator", "restoring the running image failed | error=\"%s\"", msg);
         emit_event(rn, true, p.reason, p.message);
         write_status(rn, &p, &o, -1, msg, sizeof(msg));
         return ctl->cfg.resync_ms;
