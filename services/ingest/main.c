@@ -118,7 +118,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (icfg.topology_resource[0]) {
-        const char *ns = icfg.topology_namespace[0] ? icfg.topology_namespace : getenv("POD_NAMESPACE");
+        const char *ns =
+            icfg.topology_namespace[0] ? icfg.topology_namespace : getenv("POD_NAMESPACE");
         topo = ing_topology_start(&k8cfg, ns, icfg.topology_resource, errstr, sizeof(errstr));
         if (!topo) {
             upm_log_error(MOD, "start failed | error=\"%s\"", errstr);
@@ -126,8 +127,8 @@ int main(int argc, char **argv)
         }
         /* Not ready (readyz) until the operator has published a topology. */
         while (!stop_flag && !ing_topology_wait(topo, 5000, NULL))
-            upm_log_info(MOD, "waiting for the write topology of ClickHouseCluster %s/%s",
-                         ns, icfg.topology_resource);
+            upm_log_info(MOD, "waiting for the write topology of ClickHouseCluster %s/%s", ns,
+                         icfg.topology_resource);
         if (stop_flag) {
             rc = 0;
             goto out;

@@ -50,8 +50,8 @@ int ing_topology_from_object(const cJSON *obj, struct upm_strlist *out, char *er
 
             if (!u || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) ||
                 strchr(u, '|') || strlen(u) > 1024) {
-                snprintf(errstr, errstr_size, "status.writeShards[%zu][%zu]: not an http(s) URL",
-                         i, k);
+                snprintf(errstr, errstr_size, "status.writeShards[%zu][%zu]: not an http(s) URL", i,
+                         k);
                 upm_buf_free(&b);
                 upm_strlist_free(out);
                 return -1;
@@ -90,8 +90,8 @@ static bool same(const struct upm_strlist *a, const struct upm_strlist *b)
 static int on_event(void *opaque, const char *type, const cJSON *obj)
 {
     struct ing_topology *t = opaque;
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "name");
+    const cJSON *name =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "name");
     struct upm_strlist shards = {0};
     char err[256];
     int rc;

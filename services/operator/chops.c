@@ -46,8 +46,8 @@ struct upm_ch_client *op_ch_client(const struct op_ch *ch, int shard, int replic
     op_ch_base(ch, &cfg);
     free(cfg.database);
     cfg.database = upm_strdup("system");
-    for (int r = replica < 0 ? 0 : replica;
-         r < (replica < 0 ? ch->c->spec.replicas : replica + 1); r++) {
+    for (int r = replica < 0 ? 0 : replica; r < (replica < 0 ? ch->c->spec.replicas : replica + 1);
+         r++) {
         chc_pod_url(ch->c, shard, r, ch->domain, url, sizeof(url));
         upm_strlist_push(&cfg.urls, url, strlen(url));
     }

@@ -30,8 +30,8 @@ const struct upm_config_key op_config_keys[] = {
      "Full reconcile of every resource at least this often (besides watch events).", 0},
     {"ready_timeout", UPM_CFG_DURATION_MS, OP_F(ready_timeout_ms), "10m", 1000, 86400000, NULL,
      "A shard not Ready after this is reported Degraded (and still waited for).", 0},
-    {"publish_timeout", UPM_CFG_DURATION_MS, OP_F(publish_timeout_ms), "5m", 1000, 86400000,
-     NULL, "Servers not showing a published topology after this are reported Degraded.", 0},
+    {"publish_timeout", UPM_CFG_DURATION_MS, OP_F(publish_timeout_ms), "5m", 1000, 86400000, NULL,
+     "Servers not showing a published topology after this are reported Degraded.", 0},
     {"drain_grace", UPM_CFG_DURATION_MS, OP_F(drain_grace_ms), "20s", 0, 3600000, NULL,
      "After a shard leaves the write topology, wait this long before moving its rows (ingest "
      "finishes groups recorded under the old topology), and again once it is empty.",
@@ -111,7 +111,8 @@ static void *watch_main(void *arg)
 
     while (!ctl->quit) {
         struct upm_k8s_error kerr;
-        struct upm_k8s_client *client = upm_k8s_client_create(&ctl->k8s_cfg, NULL, err, sizeof(err));
+        struct upm_k8s_client *client =
+            upm_k8s_client_create(&ctl->k8s_cfg, NULL, err, sizeof(err));
 
         if (!client) {
             upm_log_error("operator", "watch client failed | error=\"%s\"", err);
@@ -153,10 +154,10 @@ struct run {
     struct chc *c;
     cJSON *obj; /* the resource as read */
     struct memo *memo;
-    char password[80];      /* upmon_internal */
-    char **user_passwords;  /* per spec user */
-    const char *image;      /* what the StatefulSets run */
-    bool canary;            /* shard 1's last pod tries spec.image first */
+    char password[80];     /* upmon_internal */
+    char **user_passwords; /* per spec user */
+    const char *image;     /* what the StatefulSets run */
+    bool canary;           /* shard 1's last pod tries spec.image first */
 };
 
 static void now_rfc3339(char *out, size_t size)
@@ -276,11 +277,12 @@ static int secret_value(struct run *rn, const char *name, const char *key, char 
     }
     v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(sec, "data"), key);
     upm_buf_init(&dec, 0);
-    if (!cJSON_IsString(v) || upm_k8s_base64_decode(v->valuestring, strlen(v->valuestring), &dec) != 0)
+    if (!cJSON_IsString(v) ||
+        upm_k8s_base64_decode(v->valuestring, strlen(v->valuestring), &dec) != 0)
         snprintf(msg, msg_size, "Secret %s/%s has no key \"%s\"", rn->c->ns, name, key);
     else if (dec.len == 0 || dec.len >= size || memchr(dec.data, '\0', dec.len))
-        snprintf(msg, msg_size, "Secret %s/%s key \"%s\": empty or not a password", rn->c->ns,
-                 name, key);
+        snprintf(msg, msg_size, "Secret %s/%s key \"%s\": empty or not a password", rn->c->ns, name,
+                 key);
     else {
         memcpy(out, dec.data, dec.len);
         out[dec.len] = '\0';
@@ -386,9 +388,9 @@ static void observe(struct run *rn, struct chc_observed *o)
                 chc_parse_pod_name(rn->c, pname->valuestring, &sh, &rep) == 0)
                 snprintf(o->pod_ip[sh][rep], sizeof(o->pod_ip[sh][rep]), "%s", ip->valuestring);
 
-            cJSON_ArrayForEach(cs, cJSON_GetObjectItemCaseSensitive(
-                                       cJSON_GetObjectItemCaseSensitive(it, "status"),
-                                       "containerStatuses"))
+            cJSON_ArrayForEach(
+                cs, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "status"),
+                                                     "containerStatuses"))
             {
                 const cJSON *w = cJSON_GetObjectItemCaseSensitive(
                     cJSON_GetObjectItemCaseSensitive(cs, "state"), "waiting");
@@ -512,7 +514,8 @@ static int write_status(struct run *rn, const struct chc_plan *p, const struct c
     for (int i = 1; i <= CHC_MAX_SHARDS; i++) {
         if (o->sts_exists[i])
             existing++;
-        if (o->sts_exists[i] && o->sts_ready[i] >= c->spec.replicas && i <= c->status.published_shards)
+        if (o->sts_exists[i] && o->sts_ready[i] >= c->spec.replicas &&
+            i <= c->status.published_shards)
             ready++;
     }
     cJSON_AddNumberToObject(st, "observedGeneration", (double)c->generation);
@@ -538,32 +541,31 @@ static int write_status(struct run *rn, const struct chc_plan *p, const struct c
     cJSON_AddItemToArray(conds, condition(old, "Ready", steady, p->reason,
                                           steady ? p->message : "not every shard is serving yet",
                                           c->generation));
-    cJSON_AddItemToArray(conds, condition(old, "Scaling",
-                                          !steady && !degraded && !draining, p->reason,
-                                          p->message, c->generation));
-    cJSON_AddItemToArray(conds, condition(old, "Draining", draining, draining ? p->reason : "NoDrain",
-                                          draining ? p->message : "no shard is leaving",
-                                          c->generation));
-    cJSON_AddItemToArray(conds, condition(old, "Degraded", degraded,
-                                          degraded ? p->reason : "AsExpected",
-                                          degraded ? p->message : "nothing blocks reconciling",
-                                          c->generation));
-    snprintf(path, sizeof(path), "/apis/upmon.io/v1alpha1/namespaces/%s/clickhouseclusters/%s/status",
-             c->ns, c->name);
+    cJSON_AddItemToArray(conds, condition(old, "Scaling", !steady && !degraded && !draining,
+                                          p->reason, p->message, c->generation));
+    cJSON_AddItemToArray(conds,
+                         condition(old, "Draining", draining, draining ? p->reason : "NoDrain",
+                                   draining ? p->message : "no shard is leaving", c->generation));
+    cJSON_AddItemToArray(
+        conds, condition(old, "Degraded", degraded, degraded ? p->reason : "AsExpected",
+                         degraded ? p->message : "nothing blocks reconciling", c->generation));
+    snprintf(path, sizeof(path),
+             "/apis/upmon.io/v1alpha1/namespaces/%s/clickhouseclusters/%s/status", c->ns, c->name);
     if (upm_k8s_request(rn->k8s, "PATCH", path, body, 0, NULL, &kerr) != 0) {
         snprintf(errstr, size, "status: %.480s", kerr.message);
         rc = -1;
     }
     cJSON_Delete(body);
-    upm_prom_set(upm_prom_series_get(rn->ctl->m_desired, (const char *[]){c->name}), c->spec.shards);
+    upm_prom_set(upm_prom_series_get(rn->ctl->m_desired, (const char *[]){c->name}),
+                 c->spec.shards);
     {
         static const char *const phases[] = {"Creating", "Running", "Scaling", "Draining",
                                              "Degraded"};
 
         for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
-            upm_prom_set(upm_prom_series_get(rn->ctl->m_phase,
-                                             (const char *[]){c->name, phases[i]}),
-                         strcmp(p->phase, phases[i]) == 0 ? 1 : 0);
+            upm_prom_set(
+                upm_prom_series_get(rn->ctl->m_phase, (const char *[]){c->name, phases[i]}),
+                strcmp(p->phase, phases[i]) == 0 ? 1 : 0);
         upm_prom_set(upm_prom_series_get(rn->ctl->m_drain_active, (const char *[]){c->name}),
                      c->status.drain.from > 0 ? 1 : 0);
     }
@@ -581,9 +583,11 @@ static int ensure_objects(struct run *rn, const struct chc_observed *o, int remo
     char coll[256], name[160], hash[17];
     char *server_xml = chc_render_server_xml(c);
     char *remote_xml = chc_render_remote_servers_xml(c, remote_n, domain, rn->password);
-    char *users_xml = chc_render_users_xml(c, rn->password, (const char *const *)rn->user_passwords);
+    char *users_xml =
+        chc_render_users_xml(c, rn->password, (const char *const *)rn->user_passwords);
     cJSON *obj;
-    int top = c->spec.shards > c->status.published_shards ? c->spec.shards : c->status.published_shards;
+    int top =
+        c->spec.shards > c->status.published_shards ? c->spec.shards : c->status.published_shards;
     int rc = 0;
 
     chc_hash_hex(server_xml, hash);
@@ -617,8 +621,9 @@ static int ensure_objects(struct run *rn, const struct chc_observed *o, int remo
         if (o->sts_exists[i] && o->sts_replicas[i] > replicas)
             replicas = o->sts_replicas[i];
         snprintf(coll, sizeof(coll), "/apis/apps/v1/namespaces/%s/statefulsets", c->ns);
-        obj = chc_render_statefulset(c, i, replicas, rn->canary && i == 1 ? c->spec.image : rn->image,
-                                     rn->canary && i == 1 ? replicas - 1 : 0, domain, hash);
+        obj =
+            chc_render_statefulset(c, i, replicas, rn->canary && i == 1 ? c->spec.image : rn->image,
+                                   rn->canary && i == 1 ? replicas - 1 : 0, domain, hash);
         if (rc == 0) {
             int r = apply(rn, coll, name, obj, true, errstr, size);
 
@@ -662,7 +667,8 @@ static void fill_targets(struct run *rn, int first, int last, struct upm_schema_
 
 static int apply_schema(struct run *rn, int first, int last, char *errstr, size_t size)
 {
-    struct op_ch ch = {rn->c, rn->ctl->cfg.cluster_domain, rn->password, rn->ctl->cfg.ch_timeout_ms};
+    struct op_ch ch = {rn->c, rn->ctl->cfg.cluster_domain, rn->password,
+                       rn->ctl->cfg.ch_timeout_ms};
     struct upm_ch_config base;
     struct upm_schema_targets targets = {0};
     char *report = NULL;
@@ -692,8 +698,8 @@ static void nudge_pods(struct run *rn, int last, const char *value)
         for (int r = 0; r < rn->c->spec.replicas; r++) {
             char path[384];
             cJSON *patch = cJSON_CreateObject();
-            cJSON *ann = cJSON_AddObjectToObject(cJSON_AddObjectToObject(patch, "metadata"),
-                                                 "annotations");
+            cJSON *ann =
+                cJSON_AddObjectToObject(cJSON_AddObjectToObject(patch, "metadata"), "annotations");
             struct upm_k8s_error kerr;
 
             cJSON_AddStringToObject(ann, "upmon.io/topology", value);
@@ -776,8 +782,10 @@ static int heal_addresses(struct run *rn, const struct chc_observed *o, int shar
             if (!stale)
                 continue;
             stale_servers++;
-            upm_log_info("operator", "server routes to a stale address; dropping its DNS cache "
-                         "| cluster=%s shard=%d replica=%d", rn->c->name, i, r);
+            upm_log_info("operator",
+                         "server routes to a stale address; dropping its DNS cache "
+                         "| cluster=%s shard=%d replica=%d",
+                         rn->c->name, i, r);
             if (op_ch_run(&ch, i, r, "SYSTEM DROP DNS CACHE", NULL, msg, sizeof(msg)) != 0 ||
                 op_ch_run(&ch, i, r, "SYSTEM RELOAD CONFIG", NULL, msg, sizeof(msg)) != 0)
                 upm_log_warn("operator", "address refresh failed | error=\"%s\"", msg);
@@ -789,7 +797,8 @@ static int heal_addresses(struct run *rn, const struct chc_observed *o, int shar
 
 static int drop_database(struct run *rn, int shard, int replica, char *msg, size_t size)
 {
-    struct op_ch ch = {rn->c, rn->ctl->cfg.cluster_domain, rn->password, rn->ctl->cfg.ch_timeout_ms};
+    struct op_ch ch = {rn->c, rn->ctl->cfg.cluster_domain, rn->password,
+                       rn->ctl->cfg.ch_timeout_ms};
     char sql[256];
 
     /* Dropping a replicated table removes its replica from coordination. */
@@ -830,7 +839,8 @@ static bool waited_too_long(struct run *rn, const char *key, int64_t limit_ms)
     return (now - rn->memo->wait_since) / 1000000 > limit_ms;
 }
 
-static void schema_key(struct run *rn, const struct chc_observed *o, int top, char *out, size_t size)
+static void schema_key(struct run *rn, const struct chc_observed *o, int top, char *out,
+                       size_t size)
 {
     struct upm_buf b;
 
@@ -874,10 +884,11 @@ static void image_plan(struct run *rn, struct chc_observed *o)
         o->pod_image_error[1][last] && strcmp(o->sts_image[1], c->spec.image) == 0) {
         char m[320];
 
-        snprintf(c->status.rejected_image, sizeof(c->status.rejected_image), "%s",
-                 c->spec.image);
-        snprintf(m, sizeof(m), "the canary pod %s-s1-%d could not get image %.120s; it goes "
-                 "back to %.100s", c->name, last, c->spec.image, c->status.current_image);
+        snprintf(c->status.rejected_image, sizeof(c->status.rejected_image), "%s", c->spec.image);
+        snprintf(m, sizeof(m),
+                 "the canary pod %s-s1-%d could not get image %.120s; it goes "
+                 "back to %.100s",
+                 c->name, last, c->spec.image, c->status.current_image);
         emit_event(rn, true, "ImageRejected", m);
     }
     if (strcmp(c->status.rejected_image, c->spec.image) == 0) {
@@ -949,8 +960,9 @@ static int64_t reconcile(struct run *rn)
         /* A refused image: put the canary's StatefulSet back on the running
          * image (image_plan chose it); nothing else changes. */
         if (strcmp(p.reason, "ImageUnavailable") == 0 && o.secrets_ok &&
-            ensure_objects(rn, &o, c->status.published_shards > 0 ? c->status.published_shards
-                                                                   : c->spec.shards,
+            ensure_objects(rn, &o,
+                           c->status.published_shards > 0 ? c->status.published_shards
+                                                          : c->spec.shards,
                            msg, sizeof(msg)) != 0)
             upm_log_warn("operator", "restoring the running image failed | error=\"%s\"", msg);
         emit_event(rn, true, p.reason, p.message);
@@ -1047,10 +1059,10 @@ static int64_t reconcile(struct run *rn)
         /* The Secret already holds remote_n shards; publish p.last. */
         {
             char coll[256], name[160];
-            char *remote_xml = chc_render_remote_servers_xml(c, p.last, ctl->cfg.cluster_domain,
-                                                             rn->password);
-            char *users_xml = chc_render_users_xml(c, rn->password,
-                                                   (const char *const *)rn->user_passwords);
+            char *remote_xml =
+                chc_render_remote_servers_xml(c, p.last, ctl->cfg.cluster_domain, rn->password);
+            char *users_xml =
+                chc_render_users_xml(c, rn->password, (const char *const *)rn->user_passwords);
             cJSON *obj = chc_render_credentials(c, remote_xml, users_xml);
 
             snprintf(coll, sizeof(coll), "/api/v1/namespaces/%s/secrets", c->ns);
@@ -1076,8 +1088,10 @@ static int64_t reconcile(struct run *rn)
                 p.action = CHC_DEGRADED;
                 p.phase = "Degraded";
                 p.reason = "TopologyNotLoaded";
-                snprintf(p.message, sizeof(p.message), "%.200s; the servers have not reloaded "
-                         "remote_servers (check the kubelet's ConfigMap/Secret sync)", msg);
+                snprintf(p.message, sizeof(p.message),
+                         "%.200s; the servers have not reloaded "
+                         "remote_servers (check the kubelet's ConfigMap/Secret sync)",
+                         msg);
                 emit_event(rn, true, p.reason, p.message);
             }
             requeue = 2000;
@@ -1142,10 +1156,10 @@ static int64_t reconcile(struct run *rn)
             /* Empty: take the shards out of remote_servers, then remove them. */
             int staying = c->status.drain.from - 1;
             char coll[256], name[160];
-            char *remote_xml = chc_render_remote_servers_xml(c, staying, ctl->cfg.cluster_domain,
-                                                             rn->password);
-            char *users_xml = chc_render_users_xml(c, rn->password,
-                                                   (const char *const *)rn->user_passwords);
+            char *remote_xml =
+                chc_render_remote_servers_xml(c, staying, ctl->cfg.cluster_domain, rn->password);
+            char *users_xml =
+                chc_render_users_xml(c, rn->password, (const char *const *)rn->user_passwords);
             cJSON *obj = chc_render_credentials(c, remote_xml, users_xml);
 
             snprintf(coll, sizeof(coll), "/api/v1/namespaces/%s/secrets", c->ns);
@@ -1169,8 +1183,10 @@ static int64_t reconcile(struct run *rn)
             for (int s = c->status.drain.from; ok && s <= c->status.drain.to; s++) {
                 for (int rep = 0; rep < c->spec.replicas; rep++)
                     if (drop_database(rn, s, rep, msg, sizeof(msg)) != 0)
-                        upm_log_warn("operator", "drop database failed | shard=%d replica=%d "
-                                     "error=\"%s\"", s, rep, msg);
+                        upm_log_warn("operator",
+                                     "drop database failed | shard=%d replica=%d "
+                                     "error=\"%s\"",
+                                     s, rep, msg);
                 if (delete_shard(rn, s, msg, sizeof(msg)) != 0)
                     ok = false;
             }
@@ -1207,7 +1223,8 @@ static int64_t reconcile(struct run *rn)
         chc_shard_name(c, p.first, name, sizeof(name));
         snprintf(path, sizeof(path), "/apis/apps/v1/namespaces/%s/statefulsets/%s", c->ns, name);
         patch = cJSON_CreateObject();
-        cJSON_AddNumberToObject(cJSON_AddObjectToObject(patch, "spec"), "replicas", c->spec.replicas);
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(patch, "spec"), "replicas",
+                                c->spec.replicas);
         if (upm_k8s_request(rn->k8s, "PATCH", path, patch, 0, NULL, &kerr) != 0) {
             snprintf(msg, sizeof(msg), "%s", kerr.message);
             ok = false;
@@ -1248,7 +1265,8 @@ static int64_t reconcile_all(struct op_controller *ctl, struct upm_k8s_client *k
     struct upm_k8s_error kerr;
     int64_t next = ctl->cfg.resync_ms;
 
-    snprintf(path, sizeof(path), "/apis/upmon.io/v1alpha1/namespaces/%s/clickhouseclusters", ctl->ns);
+    snprintf(path, sizeof(path), "/apis/upmon.io/v1alpha1/namespaces/%s/clickhouseclusters",
+             ctl->ns);
     if (upm_k8s_request(k8s, "GET", path, NULL, 0, &list, &kerr) != 0) {
         upm_log_error("operator", "listing clusters failed | error=\"%s\"", kerr.message);
         return 5000;
@@ -1381,11 +1399,12 @@ struct op_controller *op_controller_create(const struct op_config *cfg,
                                            "When the cluster's phase last changed.", 1, cl);
         ctl->m_drain_rows = upm_prom_gauge(reg, "upmon_operator_drain_rows_moved",
                                            "Rows moved by the current drain.", 1, cl);
-        ctl->m_drain_step = upm_prom_gauge(reg, "upmon_operator_drain_steps_done",
-                                           "(table, partition) units the current drain finished.",
-                                           1, cl);
-        ctl->m_retention = upm_prom_counter(reg, "upmon_operator_retention_partitions_dropped_total",
-                                            "Expired partitions dropped by retention.", 1, cl);
+        ctl->m_drain_step =
+            upm_prom_gauge(reg, "upmon_operator_drain_steps_done",
+                           "(table, partition) units the current drain finished.", 1, cl);
+        ctl->m_retention =
+            upm_prom_counter(reg, "upmon_operator_retention_partitions_dropped_total",
+                             "Expired partitions dropped by retention.", 1, cl);
         {
             static const char *const cp[] = {"cluster", "phase"};
 
@@ -1394,9 +1413,9 @@ struct op_controller *op_controller_create(const struct op_config *cfg,
                                           "Scaling, Draining, Degraded), 0 for the others.",
                                           2, cp);
         }
-        ctl->m_drain_active = upm_prom_gauge(reg, "upmon_operator_drain_active",
-                                             "1 while shards of the cluster are being drained.",
-                                             1, cl);
+        ctl->m_drain_active =
+            upm_prom_gauge(reg, "upmon_operator_drain_active",
+                           "1 while shards of the cluster are being drained.", 1, cl);
     }
     return ctl;
 }

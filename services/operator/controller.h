@@ -17,14 +17,14 @@
 #include "upmon/schema.h"
 
 struct op_config {
-    char *ns;                  /* namespace watched; "" = $POD_NAMESPACE */
-    int64_t resync_ms;         /* full reconcile at least this often */
-    int64_t ready_timeout_ms;  /* a shard not Ready after this: Degraded (still waited for) */
-    int64_t publish_timeout_ms;/* servers not showing a published topology after this */
-    int64_t drain_grace_ms;    /* after the write topology drops a shard, before its rows move */
-    int64_t drain_chunk_rows;  /* rows per moved block */
+    char *ns;                   /* namespace watched; "" = $POD_NAMESPACE */
+    int64_t resync_ms;          /* full reconcile at least this often */
+    int64_t ready_timeout_ms;   /* a shard not Ready after this: Degraded (still waited for) */
+    int64_t publish_timeout_ms; /* servers not showing a published topology after this */
+    int64_t drain_grace_ms;     /* after the write topology drops a shard, before its rows move */
+    int64_t drain_chunk_rows;   /* rows per moved block */
     char *cluster_domain;
-    int64_t ch_timeout_ms;     /* per ClickHouse statement */
+    int64_t ch_timeout_ms; /* per ClickHouse statement */
 };
 extern const struct upm_config_key op_config_keys[];
 extern const size_t op_config_nkeys;

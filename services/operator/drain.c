@@ -221,8 +221,7 @@ static int move_unit(const struct op_ch *ch, struct chc_drain *d, int replica, c
     int rc = 0;
 
     if (op_partition_where(d->partition, where, sizeof(where)) != 0) {
-        snprintf(msg, msg_size, "%s: partition %s is not a day or a month", d->table,
-                 d->partition);
+        snprintf(msg, msg_size, "%s: partition %s is not a day or a month", d->table, d->partition);
         return -1;
     }
     snprintf(table, sizeof(table), "%s.%s", db, d->table);
@@ -306,8 +305,8 @@ enum op_drain_result op_drain_step(const struct op_ch *ch, struct chc_drain *d, 
     for (int s = d->from; s <= d->to; s++)
         for (int r = 0; r < ch->c->spec.replicas; r++)
             if (op_ch_run(ch, s, r, "SYSTEM STOP MERGES", NULL, err, sizeof(err)) != 0)
-                upm_log_warn("drain", "stop merges failed | shard=%d replica=%d error=\"%s\"", s,
-                             r, err);
+                upm_log_warn("drain", "stop merges failed | shard=%d replica=%d error=\"%s\"", s, r,
+                             err);
     if (d->table[0] == '\0') {
         found = next_partition(ch, d, chunk_rows, msg, msg_size);
         if (found < 0)
@@ -332,8 +331,7 @@ enum op_drain_result op_drain_step(const struct op_ch *ch, struct chc_drain *d, 
 
     replica = live_replica(ch, d->source);
     if (replica < 0) {
-        snprintf(msg, msg_size, "shard %d: no replica answers; the drain waits for one",
-                 d->source);
+        snprintf(msg, msg_size, "shard %d: no replica answers; the drain waits for one", d->source);
         return OP_DRAIN_ERROR;
     }
     memset(&cols, 0, sizeof(cols));
@@ -381,8 +379,8 @@ enum op_drain_result op_drain_step(const struct op_ch *ch, struct chc_drain *d, 
             res = OP_DRAIN_ERROR;
             goto out;
         }
-        snprintf(msg, msg_size, "shard %d: %s partition %s moved (%d parts) and dropped",
-                 d->source, d->table, d->partition, d->part);
+        snprintf(msg, msg_size, "shard %d: %s partition %s moved (%d parts) and dropped", d->source,
+                 d->table, d->partition, d->part);
         d->table[0] = '\0';
         d->partition[0] = '\0';
         d->part = d->sub = d->subs = 0;
@@ -407,8 +405,8 @@ enum op_drain_result op_drain_step(const struct op_ch *ch, struct chc_drain *d, 
         res = OP_DRAIN_ERROR;
         goto out;
     }
-    snprintf(msg, msg_size, "shard %d: %s partition %s part %s (%d/%d) moved", d->source,
-             d->table, d->partition, part, d->sub + 1, d->subs);
+    snprintf(msg, msg_size, "shard %d: %s partition %s part %s (%d/%d) moved", d->source, d->table,
+             d->partition, part, d->sub + 1, d->subs);
     if (++d->sub >= d->subs) {
         d->sub = 0;
         d->subs = 0;

@@ -157,14 +157,17 @@ int main(int argc, char **argv)
         upm_log_error("operator", "kubernetes client failed | error=\"%s\"", err);
         goto out;
     }
-    leader.ctl = op_controller_create(&op_cfg, &k8s_cfg, reg, getenv("POD_NAME") ? getenv("POD_NAME") : "upmon-operator", err, sizeof(err));
+    leader.ctl = op_controller_create(&op_cfg, &k8s_cfg, reg,
+                                      getenv("POD_NAME") ? getenv("POD_NAME") : "upmon-operator",
+                                      err, sizeof(err));
     if (!leader.ctl) {
         upm_log_error("operator", "%s", err);
         goto out;
     }
-    leader.lease = upm_lease_create(
-        &lease_cfg, client, reg, &(struct upm_lease_callbacks){start_leading, stop_leading, &leader},
-        NULL, err, sizeof(err));
+    leader.lease =
+        upm_lease_create(&lease_cfg, client, reg,
+                         &(struct upm_lease_callbacks){start_leading, stop_leading, &leader}, NULL,
+                         err, sizeof(err));
     if (!leader.lease) {
         upm_log_error("operator", "lease failed | error=\"%s\"", err);
         goto out;

@@ -119,15 +119,15 @@ void chc_plan_next(const struct chc *c, const struct chc_observed *o, struct chc
             o->sts_replicas[i] != c->spec.replicas) {
             const char *phase = published == 0 ? "Creating" : "Scaling";
 
-            set(p, CHC_WAIT_READY, i, i, phase, i > published ? "ShardStarting" : "ReplicasStarting");
+            set(p, CHC_WAIT_READY, i, i, phase,
+                i > published ? "ShardStarting" : "ReplicasStarting");
             snprintf(p->message, sizeof(p->message), "shard %d: %d of %d replicas Ready", i,
                      o->sts_exists[i] ? o->sts_ready[i] : 0, c->spec.replicas);
             return;
         }
     }
     if (!o->schema_ok) {
-        set(p, CHC_APPLY_SCHEMA, 1, top, published == 0 ? "Creating" : "Scaling",
-            "SchemaApplying");
+        set(p, CHC_APPLY_SCHEMA, 1, top, published == 0 ? "Creating" : "Scaling", "SchemaApplying");
         snprintf(p->message, sizeof(p->message),
                  "applying the schema migrations on every server of shards 1..%d", top);
         return;

@@ -27,30 +27,30 @@ struct chc_observed {
     bool schema_ok; /* the schema was verified on every server of shards 1..max(D,P) */
     /* Pod IPs by shard and replica ordinal ("" = no pod or no IP yet). */
     char pod_ip[CHC_MAX_SHARDS + 1][CHC_MAX_REPLICAS][48];
-    int sts_updated[CHC_MAX_SHARDS + 1];      /* .status.updatedReplicas */
-    char sts_image[CHC_MAX_SHARDS + 1][256];  /* the template's image */
+    int sts_updated[CHC_MAX_SHARDS + 1];     /* .status.updatedReplicas */
+    char sts_image[CHC_MAX_SHARDS + 1][256]; /* the template's image */
     bool pod_image_error[CHC_MAX_SHARDS + 1][CHC_MAX_REPLICAS];
 };
 
 enum chc_action {
-    CHC_NONE = 0,        /* steady: Ready */
-    CHC_DEGRADED,        /* cannot reconcile: condition + Event, nothing touched */
-    CHC_SHRINK_REPLICAS, /* shard: drop its departing replicas' tables, then scale down */
-    CHC_WAIT_READY,      /* shard: StatefulSet not Ready yet */
-    CHC_APPLY_SCHEMA,    /* shards 1..last: migrations on every server */
-    CHC_PUBLISH,         /* remote_servers and write topology = shards 1..last */
-    CHC_START_DRAIN,     /* shards first..last leave the write topology */
-    CHC_DRAIN,           /* move the departing shards' rows, then remove them */
-    CHC_CANCEL_DRAIN,    /* shards were asked for again during a drain */
+    CHC_NONE = 0,           /* steady: Ready */
+    CHC_DEGRADED,           /* cannot reconcile: condition + Event, nothing touched */
+    CHC_SHRINK_REPLICAS,    /* shard: drop its departing replicas' tables, then scale down */
+    CHC_WAIT_READY,         /* shard: StatefulSet not Ready yet */
+    CHC_APPLY_SCHEMA,       /* shards 1..last: migrations on every server */
+    CHC_PUBLISH,            /* remote_servers and write topology = shards 1..last */
+    CHC_START_DRAIN,        /* shards first..last leave the write topology */
+    CHC_DRAIN,              /* move the departing shards' rows, then remove them */
+    CHC_CANCEL_DRAIN,       /* shards were asked for again during a drain */
     CHC_REMOVE_UNPUBLISHED, /* shards first..last were created, never published, not wanted */
 };
 
 struct chc_plan {
     enum chc_action action;
-    int first, last;     /* shard range the action is about */
-    const char *phase;   /* Creating, Running, Scaling, Draining, Degraded */
-    const char *reason;  /* CamelCase, for conditions and Events */
-    char message[320];   /* what a person can act on */
+    int first, last;    /* shard range the action is about */
+    const char *phase;  /* Creating, Running, Scaling, Draining, Degraded */
+    const char *reason; /* CamelCase, for conditions and Events */
+    char message[320];  /* what a person can act on */
 };
 
 /* The next step. Pure. */

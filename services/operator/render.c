@@ -151,14 +151,15 @@ char *chc_render_server_xml(const struct chc *c)
     if (s->coord_root[0])
         upm_buf_printf(&b, "    <root>%s</root>\n", s->coord_root);
     upm_buf_puts(&b, "  </zookeeper>\n");
-    upm_buf_printf(&b,
-                   "  <macros replace=\"1\">\n"
-                   "    <cluster>%s</cluster>\n"
-                   "    <shard from_env=\"UPMON_SHARD\"/>\n"
-                   "    <replica from_env=\"UPMON_POD_NAME\"/>\n"
-                   "  </macros>\n"
-                   "  <distributed_ddl><path>/clickhouse/%s/task_queue/ddl</path></distributed_ddl>\n",
-                   s->cluster_name, s->cluster_name);
+    upm_buf_printf(
+        &b,
+        "  <macros replace=\"1\">\n"
+        "    <cluster>%s</cluster>\n"
+        "    <shard from_env=\"UPMON_SHARD\"/>\n"
+        "    <replica from_env=\"UPMON_POD_NAME\"/>\n"
+        "  </macros>\n"
+        "  <distributed_ddl><path>/clickhouse/%s/task_queue/ddl</path></distributed_ddl>\n",
+        s->cluster_name, s->cluster_name);
     for (size_t i = 0; i < s->nsettings; i++) {
         if (strcmp(s->settings[i].key, "merge_tree/replicated_deduplication_window") == 0)
             dedup_window_set = true;
@@ -194,7 +195,8 @@ char *chc_render_remote_servers_xml(const struct chc *c, int nshards, const char
                    "<yandex>\n  <remote_servers replace=\"1\">\n    <%s>\n",
                    nshards, c->spec.cluster_name);
     for (int i = 1; i <= nshards; i++) {
-        upm_buf_puts(&b, "      <shard>\n        <internal_replication>true</internal_replication>\n");
+        upm_buf_puts(&b,
+                     "      <shard>\n        <internal_replication>true</internal_replication>\n");
         for (int r = 0; r < c->spec.replicas; r++) {
             char host[300];
 
@@ -212,8 +214,8 @@ char *chc_render_remote_servers_xml(const struct chc *c, int nshards, const char
     return upm_buf_steal(&b, NULL);
 }
 
-static void put_user(struct upm_buf *b, const char *name, const char *password,
-                     const char *profile, char *const *networks, size_t nnetworks)
+static void put_user(struct upm_buf *b, const char *name, const char *password, const char *profile,
+                     char *const *networks, size_t nnetworks)
 {
     char *pw = chc_xml_escape(password);
 
@@ -498,9 +500,9 @@ cJSON *chc_render_statefulset(const struct chc *c, int shard, int replicas, cons
     if (s->pod_template) {
         const cJSON *it;
 
-        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(s->pod_template, "annotations"))
-            if (cJSON_IsString(it))
-                cJSON_AddStringToObject(ann, it->string, it->valuestring);
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
+                                   s->pod_template, "annotations")) if (cJSON_IsString(it))
+            cJSON_AddStringToObject(ann, it->string, it->valuestring);
         if ((it = cJSON_GetObjectItemCaseSensitive(s->pod_template, "nodeSelector")))
             cJSON_AddItemToObject(pspec, "nodeSelector", cJSON_Duplicate(it, 1));
         if ((it = cJSON_GetObjectItemCaseSensitive(s->pod_template, "tolerations")))
@@ -524,9 +526,9 @@ cJSON *chc_render_statefulset(const struct chc *c, int shard, int replicas, cons
     cJSON_AddStringToObject(ctr, "image", image);
     cJSON_AddStringToObject(ctr, "imagePullPolicy", s->pull_policy);
     if (s->ncommand > 0)
-        cJSON_AddItemToObject(ctr, "command",
-                              cJSON_CreateStringArray((const char *const *)s->command,
-                                                      (int)s->ncommand));
+        cJSON_AddItemToObject(
+            ctr, "command",
+            cJSON_CreateStringArray((const char *const *)s->command, (int)s->ncommand));
     env = cJSON_AddArrayToObject(ctr, "env");
     cJSON_AddItemToArray(env, env_field("UPMON_POD_NAME", "metadata.name"));
     cJSON_AddItemToArray(env, env_value("UPMON_SHARD", shard_s));

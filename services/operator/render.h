@@ -26,9 +26,9 @@
 
 #include "spec.h"
 
-#define CHC_INTERNAL_USER "upmon_internal"
-#define CHC_HTTP_PORT 8123
-#define CHC_TCP_PORT 9000
+#define CHC_INTERNAL_USER    "upmon_internal"
+#define CHC_HTTP_PORT        8123
+#define CHC_TCP_PORT         9000
 #define CHC_INTERSERVER_PORT 9009
 
 /* "N-s3" into out. */

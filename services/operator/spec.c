@@ -61,7 +61,8 @@ bool chc_dns_subdomain_valid(const char *s)
 
 bool chc_quantity_valid(const char *s)
 {
-    static const char *const suffixes[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"};
+    static const char *const suffixes[] = {"",  "Ki", "Mi", "Gi", "Ti", "Pi",
+                                           "k", "M",  "G",  "T",  "P"};
     const char *p = s;
 
     if (!isdigit((unsigned char)*p))
@@ -117,8 +118,8 @@ bool chc_settings_key_valid(const char *s)
 }
 
 /* A string field: absent → def (may be NULL = required). */
-static int get_str(const cJSON *obj, const char *key, const char *def, const char *path,
-                   char **out, char *errstr, size_t size)
+static int get_str(const cJSON *obj, const char *key, const char *def, const char *path, char **out,
+                   char *errstr, size_t size)
 {
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
 
@@ -187,8 +188,8 @@ static const cJSON *get_obj(const cJSON *obj, const char *key, const char *path,
     return v;
 }
 
-static int get_strings(const cJSON *obj, const char *key, const char *path, char ***out,
-                       size_t *n, char *errstr, size_t size)
+static int get_strings(const cJSON *obj, const char *key, const char *path, char ***out, size_t *n,
+                       char *errstr, size_t size)
 {
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
     const cJSON *it;
@@ -256,8 +257,8 @@ static int parse_spec(const cJSON *spec, struct chc_spec *s, char *errstr, size_
             0 ||
         get_str(spec, "image", "clickhouse/clickhouse-server:24.8", "spec.", &s->image, errstr,
                 size) != 0 ||
-        get_str(spec, "imagePullPolicy", "IfNotPresent", "spec.", &s->pull_policy, errstr,
-                size) != 0 ||
+        get_str(spec, "imagePullPolicy", "IfNotPresent", "spec.", &s->pull_policy, errstr, size) !=
+            0 ||
         get_strings(spec, "command", "spec.", &s->command, &s->ncommand, errstr, size) != 0 ||
         get_str(spec, "database", "upmon", "spec.", &s->database, errstr, size) != 0 ||
         get_str(spec, "clusterName", "upmon", "spec.", &s->cluster_name, errstr, size) != 0)
@@ -349,8 +350,8 @@ static int parse_spec(const cJSON *spec, struct chc_spec *s, char *errstr, size_
         return fail(errstr, size, "spec.storage.storageClassName: \"%.64s\" is not a name",
                     s->storage_class);
     if (get_map(spec, "settings", "spec.", true, &s->settings, &s->nsettings, errstr, size) != 0 ||
-        get_map(spec, "profileSettings", "spec.", true, &s->profile_settings,
-                &s->nprofile_settings, errstr, size) != 0)
+        get_map(spec, "profileSettings", "spec.", true, &s->profile_settings, &s->nprofile_settings,
+                errstr, size) != 0)
         return -1;
 
     v = cJSON_GetObjectItemCaseSensitive(spec, "users");
@@ -374,8 +375,7 @@ static int parse_spec(const cJSON *spec, struct chc_spec *s, char *errstr, size_
                 get_strings(it, "networks", path, &u->networks, &u->nnetworks, errstr, size) != 0)
                 return -1;
             if (!ident_valid(u->name, 63))
-                return fail(errstr, size, "%sname: \"%.64s\" is not an identifier", path,
-                            u->name);
+                return fail(errstr, size, "%sname: \"%.64s\" is not an identifier", path, u->name);
             if (strcmp(u->name, "default") == 0 || strcmp(u->name, "upmon_internal") == 0)
                 return fail(errstr, size, "%sname: \"%s\" is reserved by the operator", path,
                             u->name);
@@ -414,8 +414,8 @@ static int parse_spec(const cJSON *spec, struct chc_spec *s, char *errstr, size_
                 errstr, size) != 0 ||
         get_int(retention, "fineDays", 90, 1, 100000, "spec.retention.", &s->retention_fine_days,
                 errstr, size) != 0 ||
-        get_int(retention, "dailyDays", 400, 1, 100000, "spec.retention.",
-                &s->retention_daily_days, errstr, size) != 0 ||
+        get_int(retention, "dailyDays", 400, 1, 100000, "spec.retention.", &s->retention_daily_days,
+                errstr, size) != 0 ||
         get_int(retention, "intervalSeconds", 3600, 60, 86400 * 7, "spec.retention.",
                 &s->retention_interval_s, errstr, size) != 0)
         return -1;

@@ -17,7 +17,7 @@
 
 #include <cjson/cJSON.h>
 
-#define CHC_MAX_SHARDS 64
+#define CHC_MAX_SHARDS   64
 #define CHC_MAX_REPLICAS 5
 
 struct chc_node {
@@ -74,8 +74,8 @@ struct chc_drain {
     int from; /* first departing shard (1-based); 0 = no drain */
     int to;   /* last departing shard */
     int64_t step, steps, rows_moved;
-    int source;   /* departing shard the current (table, partition) is read from */
-    int part;     /* index of the part being moved (min_block_number order) */
+    int source;    /* departing shard the current (table, partition) is read from */
+    int part;      /* index of the part being moved (min_block_number order) */
     int sub, subs; /* hash sub-chunk of that part, and their count (fixed per part) */
     char table[64];
     char partition[32];

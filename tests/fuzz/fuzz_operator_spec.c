@@ -38,8 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *xml = chc_render_server_xml(&c);
         char *remote = chc_render_remote_servers_xml(&c, c.spec.shards, "cluster.local", "p&<");
         cJSON *sts = chc_render_statefulset(&c, c.spec.shards, c.spec.replicas, c.spec.image, 1,
-                                            "cluster.local",
-                                            "0123456789abcdef");
+                                            "cluster.local", "0123456789abcdef");
         if (!xml || !strstr(xml, "</yandex>") || !remote || strstr(remote, "p&<") || !sts)
             abort();
         free(xml);

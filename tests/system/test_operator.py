@@ -560,8 +560,10 @@ def test_replicas_removed_leave_nothing_in_coordination_and_added_ones_catch_up(
         wait_for("replica %s caught up" % second.pod, lambda: second.scalar(
             "SELECT count() FROM upmon.events_local") == want or None, 180, 1)
         for t in ROLLUPS:
-            assert second.scalar("SELECT countMerge(events) FROM upmon.%s_local" % t) == \
-                first.scalar("SELECT countMerge(events) FROM upmon.%s_local" % t), t
+            q = "SELECT countMerge(events) FROM upmon.%s_local" % t
+            want_t = first.scalar(q)
+            wait_for("%s of %s caught up" % (t, second.pod),
+                     lambda: second.scalar(q) == want_t or None, 180, 1)
     assert Server(node, pods(node, 1)[1]).scalar("SELECT count() FROM upmon.events") == total
 
 
@@ -575,7 +577,7 @@ def test_leader_runs_retention(node):
     # A new leader runs retention at its first steady reconcile.
     node.kubectl("delete", "pod", leader(node), "-n", NS)
     wait_for("the expired partition dropped", lambda: s1.scalar(old) == "0" or None, 180, 2)
-    assert events(node, "RetentionApplied")
+    wait_for("a RetentionApplied event", lambda: events(node, "RetentionApplied"), 60, 1)
     # The daily rollup keeps that day (400 days).
     assert s1.scalar("SELECT countMerge(events) FROM upmon.events_1d_company "
                      "WHERE day = today() - 100") == "1"

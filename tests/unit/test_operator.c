@@ -88,7 +88,8 @@ static void test_parse_rejects_with_field(void **state)
         {"database", "\"up-mon\"", "spec.database"},
         {"coordination", NULL, "spec.coordination: is required"},
         {"coordination", "{\"nodes\":[]}", "spec.coordination.nodes: must list 1..7 nodes"},
-        {"coordination", "{\"nodes\":[{\"host\":\"Bad_Host\"}]}", "spec.coordination.nodes[0].host"},
+        {"coordination", "{\"nodes\":[{\"host\":\"Bad_Host\"}]}",
+         "spec.coordination.nodes[0].host"},
         {"storage", "{\"size\":\"ten gigs\"}", "spec.storage.size"},
         {"storage", "{\"reclaimPolicy\":\"Keep\"}", "spec.storage.reclaimPolicy"},
         {"settings", "{\"a/../b\":\"1\"}", "spec.settings: key"},
@@ -130,11 +131,12 @@ static void test_parse_name_and_status(void **state)
     assert_int_equal(chc_parse(j, &c, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "metadata.name"));
     cJSON_ReplaceItemInObject(meta, "name", cJSON_CreateString("ch"));
-    cJSON_AddItemToObject(j, "status",
-                          cJSON_Parse("{\"publishedShards\":3,\"topologyGeneration\":7,"
-                                      "\"drain\":{\"shards\":[3],\"step\":2,\"table\":\"events_local\","
-                                      "\"partition\":\"20261204\",\"startedAt\":\"2026-12-04T10:00:00Z\","
-                                      "\"source\":3,\"part\":4,\"sub\":1,\"subs\":2}}"));
+    cJSON_AddItemToObject(
+        j, "status",
+        cJSON_Parse("{\"publishedShards\":3,\"topologyGeneration\":7,"
+                    "\"drain\":{\"shards\":[3],\"step\":2,\"table\":\"events_local\","
+                    "\"partition\":\"20261204\",\"startedAt\":\"2026-12-04T10:00:00Z\","
+                    "\"source\":3,\"part\":4,\"sub\":1,\"subs\":2}}"));
     assert_int_equal(chc_parse(j, &c, err, sizeof(err)), 0);
     assert_int_equal(c.status.published_shards, 3);
     assert_int_equal(c.status.topology_generation, 7);
@@ -347,7 +349,8 @@ static void test_render_config(void **state)
     assert_non_null(strstr(xml, "<shard from_env=\"UPMON_SHARD\"/>"));
     assert_non_null(strstr(xml, "<replica from_env=\"UPMON_POD_NAME\"/>"));
     assert_non_null(strstr(xml, "<max_concurrent_queries>50</max_concurrent_queries>"));
-    assert_non_null(strstr(xml, "<merge_tree><parts_to_throw_insert>600</parts_to_throw_insert></merge_tree>"));
+    assert_non_null(
+        strstr(xml, "<merge_tree><parts_to_throw_insert>600</parts_to_throw_insert></merge_tree>"));
     assert_non_null(strstr(xml, "<replicated_deduplication_window>1000<"));
     remote = chc_render_remote_servers_xml(&c, 3, "cluster.local", "s3&cret");
     assert_non_null(strstr(remote, "<remote_servers replace=\"1\">"));
@@ -378,8 +381,8 @@ static void test_render_statefulset(void **state)
     assert_int_equal(parse_text(base_json, &c, err, sizeof(err)), 0);
     sts = chc_render_statefulset(&c, 2, 2, c.spec.image, 0, "cluster.local", "abc");
     spec = cJSON_GetObjectItem(sts, "spec");
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(sts, "metadata"), "name")->valuestring,
-                        "ch-s2");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(sts, "metadata"), "name")->valuestring, "ch-s2");
     assert_int_equal(cJSON_GetObjectItem(spec, "replicas")->valueint, 2);
     assert_string_equal(cJSON_GetObjectItem(spec, "serviceName")->valuestring, "ch-s2");
     owner = cJSON_GetArrayItem(
