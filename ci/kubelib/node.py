@@ -47,6 +47,10 @@ oom_score = 0
   # This machine grants no CAP_SYS_RESOURCE: never try a lower oom_score_adj than ours.
   restrict_oom_score_adj = true
   enable_selinux = false
+  # Pod network namespaces under our own state folder, not the machine-wide /run/netns:
+  # `down` unmounts them with everything else of ours even when containerd is gone, and
+  # a killed node's leftovers never mix with another node's.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "%(cniconf)s"

@@ -116,6 +116,13 @@ def test_node_ready_dns_and_storage_class(node):
                if c["metadata"].get("annotations", {})
                .get("storageclass.kubernetes.io/is-default-class") == "true"]
     assert default == ["upmon-local"], default
+    # CoreDNS runs in a pod: its network namespace is mounted under the node's own state
+    # folder, never in the machine-wide /run/netns where a killed node's would linger.
+    with open("/proc/self/mountinfo") as f:
+        nsfs = [line.split()[4] for line in f if " nsfs " in line]
+    ours = [m for m in nsfs if m.startswith(node.state)]
+    assert ours, nsfs
+    assert not [m for m in nsfs if m.startswith("/run/netns/cni-")], nsfs
 
 
 def test_up_twice_is_harmless(node):
@@ -401,7 +408,7 @@ def test_down_wipe_leaves_nothing(node):
         res = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
         assert res.returncode != 0, "%s still runs: %s" % (name, res.stdout)
     with open("/proc/self/mountinfo") as f:
-        mounts = [line for line in f if node.state in line or "/run/netns/cni-" in line]
+        mounts = [line for line in f if node.state in line]
     assert not mounts, mounts
     for binary in ("iptables", "ip6tables"):
         for table in ("filter", "nat", "mangle"):

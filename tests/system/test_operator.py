@@ -106,6 +106,19 @@ class Server:
         return self.query(sql).strip()
 
 
+def peak_rss(comm):
+    """VmHWM of every process named comm (the node's pods run on this machine)."""
+    out = []
+    for pid in subprocess.run(["pgrep", "-x", comm], capture_output=True,
+                              text=True).stdout.split():
+        try:
+            with open("/proc/%s/status" % pid) as f:
+                out += [int(line.split()[1]) for line in f if line.startswith("VmHWM:")]
+        except OSError:
+            pass
+    return sorted(out)
+
+
 def pods(node, shard, replicas=2):
     return ["%s-s%d-%d" % (CHC, shard, r) for r in range(replicas)]
 
@@ -405,6 +418,8 @@ def test_scale_up_and_down_with_events_flowing(node):
     took = time.monotonic() - t0
     moved = [e["message"] for e in events(node, "DrainFinished")]
     print("kubectl scale 3->2 to drained and removed: %.1fs (%s)" % (took, moved[-1:]))
+    # The pods run on this machine: their processes' peak RSS after a scale up and a drain.
+    print("upmon-operator peak RSS (KiB): %s" % peak_rss("upmon-operator"))
     assert moved, "no DrainFinished event"
     sts = node.kubectl("get", "statefulsets", "-n", NS, "-o",
                        "jsonpath={.items[*].metadata.name}").stdout.split()
