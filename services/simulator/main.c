@@ -98,7 +98,9 @@ static void usage(FILE *out)
           "  --rate R          events per real second (0 = maximum)\n"
           "  --count N         stop after N events\n"
           "  --duration D      stop after D real time (e.g. 30s, 5m)\n"
-          "  --output OUT      kafka | - (stdout) | FILE\n"
+          "  --output OUT      kafka | - (stdout) | FILE; into a file or stdout /metrics is\n"
+          "                    served when http.port is free, and skipped with a warning\n"
+          "                    when it is not\n"
           "  --check-config    validate, print the effective config (secrets redacted), exit\n"
           "  --verify FILE|-   parse JSON lines with the event parser; print lines, valid,\n"
           "                    invalid, distinct request ids and an order-independent\n"
@@ -623,12 +625,22 @@ int main(int argc, char **argv)
 
     reg = upm_prom_registry_create();
     metrics_init(&r.m, reg, r.sim);
+    bool to_kafka = strcmp(sim_cfg.output, "kafka") == 0;
     httpd = upm_httpd_create(&http_cfg, reg, err, sizeof(err));
     if (!httpd || upm_httpd_start(httpd, err, sizeof(err)) != 0) {
-        upm_log_error(MOD, "http server failed | error=\"%s\"", err);
-        goto out;
+        if (to_kafka || !httpd) {
+            upm_log_error(MOD, "http server failed | error=\"%s\"", err);
+            goto out;
+        }
+        /* A run into a file or stdout is an offline tool: it must work beside a running
+         * demo whose simulator holds the port. Its figures are still printed at exit. */
+        upm_log_warn(MOD,
+                     "metrics server not started; continuing without /metrics (set http.port "
+                     "or UPMON_HTTP_PORT to a free port, 0 for any, to have them) | error=\"%s\"",
+                     err);
+        upm_httpd_destroy(httpd);
+        httpd = NULL;
     }
-    bool to_kafka = strcmp(sim_cfg.output, "kafka") == 0;
     if (to_kafka) {
         r.producer = upm_kafka_producer_create(&kafka_cfg, reg, err, sizeof(err));
         if (!r.producer) {
