@@ -42,6 +42,11 @@ const struct upm_config_key sim_config_keys[] = {
      "Stop after this many events; 0 = no limit.", 0},
     {"duration", UPM_CFG_DURATION_MS, OFF(duration_ms), "0", NONE, NULL,
      "Stop after this much real time; 0 = no limit.", 0},
+    {"warmup", UPM_CFG_DURATION_MS, OFF(warmup_ms), "10m", 0, 86400000, NULL,
+     "Simulated time generated before start and discarded, so the first events come from a "
+     "steady state (retries in flight) rather than only first tries; 0 = start empty. Costs "
+     "about attempt_rate x warmup generated events at start.",
+     0},
     {"output", UPM_CFG_STRING, OFF(output), "kafka", NONE, NULL,
      "Where events go: \"kafka\" (the kafka section's topic), \"-\" (stdout, JSON lines) or a "
      "file path.",
@@ -550,6 +555,9 @@ double sim_season(const struct sim *s, int64_t t)
 
 /* ---- create / destroy --------------------------------------------------- */
 
+static void arrive(struct sim *s);
+static void step(struct sim *s, struct upm_event *ev, struct sim_meta *meta);
+
 struct sim *sim_create(const struct sim_config *cfg, int64_t start_ns,
                        const struct sim_incident *incidents, size_t n, char *errstr,
                        size_t errstr_size)
@@ -624,9 +632,32 @@ struct sim *sim_create(const struct sim_config *cfg, int64_t start_ns,
     for (size_t i = 0; i < n; i++)
         if (s->inc[i].kind == SIM_INC_SELLER_BURST)
             s->lambda_max += s->inc[i].magnitude / NS_PER_S;
-    s->next_arrival_ts = start_ns + (int64_t)rng_exp(&s->rng, s->lambda_max);
     for (size_t i = 0; i < MEDIA_CAP; i++)
         s->media_ptr[i] = s->media[i];
+    if (cfg->warmup_ms > 0) {
+        /* Run from start - warmup and drop what falls before start: the attempts then in
+         * flight (retries pending) carry over, as in a system that was already running.
+         * Incidents stay relative to start (they are inactive before it). */
+        int64_t w0 = start_ns - cfg->warmup_ms * INT64_C(1000000);
+        if (cfg->new_sellers_per_day > 0)
+            s->next_seller_ts = w0 + (int64_t)rng_exp(&s->rng, cfg->new_sellers_per_day / DAY_NS);
+        s->next_arrival_ts = w0 + (int64_t)rng_exp(&s->rng, s->lambda_max);
+        struct upm_event ev;
+        for (;;) {
+            if (s->nheap == 0 || s->heap[0].next_ts > s->next_arrival_ts) {
+                if (s->next_arrival_ts >= start_ns)
+                    break;
+                arrive(s);
+            } else if (s->heap[0].next_ts >= start_ns) {
+                break;
+            } else {
+                step(s, &ev, NULL);
+            }
+        }
+        s->now_ns = start_ns;
+    } else {
+        s->next_arrival_ts = start_ns + (int64_t)rng_exp(&s->rng, s->lambda_max);
+    }
     return s;
 fail:
     sim_destroy(s);

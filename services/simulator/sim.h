@@ -50,7 +50,8 @@ struct sim_config {
     int64_t burst;
     int64_t count;
     int64_t duration_ms;
-    char *output; /* "kafka", "-" (stdout) or a file path */
+    int64_t warmup_ms; /* simulated time run before start, its events discarded */
+    char *output;      /* "kafka", "-" (stdout) or a file path */
     int64_t flush_timeout_ms;
     int64_t sellers;
     double zipf_s;

@@ -356,7 +356,10 @@ static void test_attempt_consistency(void **state)
         assert_true(ev.ts_ns >= prev_ts); /* simulated-time order */
         prev_ts = ev.ts_ns;
         assert_true(m.attempt_first_ts <= ev.ts_ns);
-        assert_true(m.attempt_first_ts >= START);
+        /* Attempts begun in the default 10 min warm-up carry over; nothing before START
+         * is emitted. */
+        assert_true(ev.ts_ns >= START);
+        assert_true(m.attempt_first_ts >= START - INT64_C(600) * 1000000000);
         switch (ev.type) {
         case UPM_EVENT_SAVE:
             saves++;
@@ -461,7 +464,7 @@ static void test_weekly_cycle(void **state)
 static void test_new_sellers_join(void **state)
 {
     struct sim *s = make("simulator:\n  sellers: 100\n  new_sellers_per_day: 24000\n"
-                         "  attempt_rate: 50\n",
+                         "  attempt_rate: 50\n  warmup: 0\n",
                          NULL, 0);
     struct upm_event ev;
     assert_int_equal(sim_population(s), 100);
@@ -472,6 +475,49 @@ static void test_new_sellers_join(void **state)
     double joined = (double)sim_population(s) - 100;
     assert_true(fabs(joined - 1000) < 5 * sqrt(1000));
     sim_destroy(s);
+}
+
+/* Share of ERROR among outcomes (SAVE/ERROR) in [from, to) minutes after START, and the
+ * share of events whose attempt began before START. */
+static void outcome_failure_share(const char *yaml, int from, int to, double *fail, double *carried)
+{
+    struct sim *s = make(yaml, NULL, 0);
+    struct upm_event ev;
+    struct sim_meta m;
+    double out = 0, err_n = 0, all = 0, before = 0;
+    const int64_t min_ns = INT64_C(60) * 1000000000;
+    for (;;) {
+        sim_next(s, &ev, &m);
+        if (ev.ts_ns >= START + to * min_ns)
+            break;
+        if (ev.ts_ns < START + from * min_ns)
+            continue;
+        all++;
+        before += m.attempt_first_ts < START;
+        if (ev.type != UPM_EVENT_UPDATE) {
+            out++;
+            err_n += ev.type == UPM_EVENT_ERROR;
+        }
+    }
+    sim_destroy(s);
+    *fail = err_n / out;
+    *carried = before / all;
+}
+
+static void test_warmup_starts_in_steady_state(void **state)
+{
+    (void)state;
+    double steady, cold, warm, carried;
+    outcome_failure_share("simulator:\n  warmup: 0\n", 30, 40, &steady, &carried);
+    outcome_failure_share("simulator:\n  warmup: 0\n", 0, 1, &cold, &carried);
+    assert_true(carried == 0);
+    /* Started empty, the first minute is mostly first tries (95 % fail): the artefact. */
+    assert_true(cold > steady + 0.1);
+    outcome_failure_share(NULL, 0, 1, &warm, &carried);
+    /* The default warm-up: retries already in flight, the steady share from the start. */
+    if (fabs(warm - steady) > 0.02)
+        fail_msg("first minute after a warm start: failure share %.3f, steady %.3f", warm, steady);
+    assert_true(carried > 0.2);
 }
 
 static void test_parse_time(void **state)
@@ -797,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_daily_seasonality),
         cmocka_unit_test(test_weekly_cycle),
         cmocka_unit_test(test_new_sellers_join),
+        cmocka_unit_test(test_warmup_starts_in_steady_state),
         cmocka_unit_test(test_parse_time),
         cmocka_unit_test(test_token_bucket),
         cmocka_unit_test(test_incident_schedule_and_effects),
