@@ -56,7 +56,6 @@ END_H = CALM_H + INC_H + REC_H
 ATTEMPT_RATE = 20  # attempts per simulated second (~50 events/s)
 
 # The stack's Prometheus scrapes these fixed ports (ci/stack SERVICE_TARGETS).
-PORT_SIM, PORT_INGEST, PORT_AN = 9301, 9302, (9303, 9304)
 LEASE_S, RENEW_S, RETRY_S = 6, 4, 1
 CYCLE = "2s"
 
@@ -157,6 +156,12 @@ class Scenario:
     def __init__(self, stack, topology, kube, tmp):
         self.stack, self.topology, self.kube, self.tmp = stack, topology, kube, tmp
         self.env = stack["env"]
+        # The ports the stack's Prometheus scrapes (they follow its port offset, so a
+        # developer's demo on the default ports is not read by mistake).
+        self.port_sim = int(self.env["UPMON_STACK_PORT_SIMULATOR"])
+        self.port_ingest = int(self.env["UPMON_STACK_PORT_INGEST"])
+        self.port_an = (int(self.env["UPMON_STACK_PORT_ANALYZER"]),
+                        int(self.env["UPMON_STACK_PORT_ANALYZER_2"]))
         tag = uuid.uuid4().hex[:8]
         self.topic = "upmon.analyzer-test.%s" % tag
         self.dlq = self.topic + ".dlq"
@@ -210,13 +215,13 @@ class Scenario:
         env.update({"UPMON_KAFKA_GROUP_ID": self.group, "UPMON_INGEST_SHARDS": shards,
                     "UPMON_INGEST_CDN_HOSTS": "cdn.upmon.example",
                     "UPMON_INGEST_BATCH_AGE": "1s",
-                    "UPMON_HTTP_PORT": str(PORT_INGEST)})
+                    "UPMON_HTTP_PORT": str(self.port_ingest)})
         self.spawn("ingest", [build_bin("upmon-ingest")], env)
 
     def start_analyzer(self, i):
         env = self.base_env()
         env.update({
-            "UPMON_HTTP_PORT": str(PORT_AN[i]), "UPMON_K8S_KUBECONFIG": self.kubeconfig,
+            "UPMON_HTTP_PORT": str(self.port_an[i]), "UPMON_K8S_KUBECONFIG": self.kubeconfig,
             "UPMON_K8S_TIMEOUT": "2s", "UPMON_LEASE_NAMESPACE": self.ns,
             "UPMON_LEASE_NAME": "analyzer", "UPMON_LEASE_IDENTITY": "analyzer-%d" % i,
             "UPMON_LEASE_LEASE_DURATION": "%ds" % LEASE_S,
@@ -241,7 +246,7 @@ class Scenario:
                 f.write("  - {name: %s, %s, start: %dm, duration: %dm}\n"
                         % (name, spec, int(CALM_H * 60), int(INC_H * 60)))
         env = self.base_env()
-        env["UPMON_HTTP_PORT"] = str(PORT_SIM)
+        env["UPMON_HTTP_PORT"] = str(self.port_sim)
         self.sim_wall0 = time.time()
         self.wall0 = self.sim_wall0
         self.spawn("simulator", [build_bin("upmon-simulator"), "--config", cfg, "--start",
@@ -252,7 +257,7 @@ class Scenario:
     def sim_time(self):
         """Simulated seconds since T0 (from the simulator's own clock)."""
         try:
-            v = gauge(metrics(PORT_SIM), "upmon_simulator_simulated_time_seconds")
+            v = gauge(metrics(self.port_sim), "upmon_simulator_simulated_time_seconds")
             if v:
                 return v - self.t0
         except OSError:
@@ -269,7 +274,7 @@ class Scenario:
 
     def leaders(self):
         out = {}
-        for i, port in enumerate(PORT_AN):
+        for i, port in enumerate(self.port_an):
             if self.procs["analyzer-%d" % i].poll() is not None:
                 continue
             try:
@@ -290,7 +295,7 @@ class Scenario:
         assert len(lead) == 1, self.leaders()
         old = lead[0]
         standby = 1 - old
-        text = metrics(PORT_AN[standby])
+        text = metrics(self.port_an[standby])
         assert gauge(text, "upmon_leader") == 0
         # A standby exports no statistics, never stale zeros.
         assert "upmon_failure_rate{" not in text and "upmon_throughput{" not in text
@@ -309,7 +314,7 @@ class Scenario:
             time.sleep(0.2)
         cycle = None
         if first:
-            text = metrics(PORT_AN[standby])
+            text = metrics(self.port_an[standby])
             n = gauge(text, "upmon_analyzer_cycle_seconds_count")
             total = gauge(text, "upmon_analyzer_cycle_seconds_sum")
             cycle = total / n if n else None

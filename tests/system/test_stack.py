@@ -216,6 +216,20 @@ def test_prometheus_targets(stack):
     assert have == want, "upmon targets %s, services.json lists %s" % (sorted(have), sorted(want))
 
 
+def test_service_ports_follow_the_offset(stack):
+    """The services a test (or ci/demo) starts listen where this stack's Prometheus
+    scrapes: the defaults plus the stack's port offset, exported by `env`."""
+    offset = stack["layout"]["params"].get("port_offset", 0)
+    env = stack["env"]
+    want = {"UPMON_STACK_PORT_SIMULATOR": 9301, "UPMON_STACK_PORT_INGEST": 9302,
+            "UPMON_STACK_PORT_ANALYZER": 9303, "UPMON_STACK_PORT_ANALYZER_2": 9304,
+            "UPMON_STACK_PORT_OPERATOR": 9305, "UPMON_STACK_PORT_OPERATOR_2": 9306}
+    assert {k: int(env[k]) for k in want} == {k: v + offset for k, v in want.items()}
+    with open(os.path.join(stack["state"], "prometheus", "targets", "services.json")) as f:
+        scraped = {t for group in json.load(f) for t in group["targets"]}
+    assert scraped == {"127.0.0.1:%d" % (v + offset) for v in want.values()}
+
+
 def test_prometheus_loaded_upmon_rules(stack):
     prom = stack["env"]["UPMON_PROMETHEUS_URL"]
     groups, alerts = rule_file_names()
@@ -341,6 +355,7 @@ def test_lifecycle_own_state_dir(tmp_path):
         values = parse_env(run_stack("env", state=state, env=env).stdout)
         assert values["UPMON_CLICKHOUSE_URLS"] == "http://127.0.0.1:%d" % (8123 + offset)
         assert values["UPMON_ZOOKEEPER"] == "127.0.0.1:%d" % (2181 + offset)
+        assert values["UPMON_STACK_PORT_ANALYZER"] == str(9303 + offset)
         assert "UPMON_KAFKA_BROKERS" not in values
         ch = ClickHouse(values["UPMON_CLICKHOUSE_URLS"], values["UPMON_CLICKHOUSE_USER"],
                         values["UPMON_CLICKHOUSE_PASSWORD"])
