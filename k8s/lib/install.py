@@ -87,9 +87,13 @@ def wait_ready(prog, args, kubectl, env, timeout):
     while time.monotonic() < deadline:
         chc = run([kubectl, "get", "clickhouseclusters", "-n", ns, "-o", "json"], env=env,
                   capture=True, check=False)
-        phases = []
+        phases, clusters_ready = [], []
         if chc.returncode == 0:
-            phases = [c.get("status", {}).get("phase", "") for c in json.loads(chc.stdout)["items"]]
+            for c in json.loads(chc.stdout)["items"]:
+                st = c.get("status", {})
+                phases.append(st.get("phase", ""))
+                clusters_ready.append(any(k.get("type") == "Ready" and k.get("status") == "True"
+                                 for k in st.get("conditions", [])))
         pods = run([kubectl, "get", "pods", "-n", ns, "-o", "json"], env=env, capture=True,
                    check=False)
         waiting = []
@@ -105,8 +109,7 @@ def wait_ready(prog, args, kubectl, env, timeout):
         if state != last:
             say(prog, "waiting: " + state)
             last = state
-        if phases and all(ph == "Ready" for ph in phases) and not waiting and \
-                pods.returncode == 0:
+        if clusters_ready and all(clusters_ready) and not waiting and pods.returncode == 0:
             took = time.monotonic() - t0
             say(prog, "every pod Ready %.0fs after install" % took)
             return took

@@ -41,8 +41,8 @@ NS = "upmon"
 RELEASE = "upmon"
 CHC = "upmon-clickhouse"
 NODE_IP = "10.245.0.1"       # the node's address on this machine; pods reach it
-N1, N2 = 24000, 12000        # the two simulator runs
-RATE = 200                   # events/s: the first run lasts two minutes, the Kafka outage inside
+N1, N2 = 60000, 9000         # the two simulator runs
+RATE = 150                   # events/s: the first run lasts ~7 minutes, the Kafka outage inside
 READY_BOUND = 900            # seconds from `helm install` to every pod Ready
 IMAGES = ["base", "upmon-ingest", "upmon-analyzer", "upmon-simulator", "upmon-operator",
           "clickhouse", "zookeeper", "kafka", "prometheus", "alertmanager",
@@ -89,7 +89,10 @@ def helm(node, *args, check=True, timeout=900):
 
 
 def values_args(webhook_url, count, seed):
+    # A small producer queue: with Kafka gone the simulator is back-pressured within seconds
+    # (the default queue holds 50,000 events, minutes at this rate).
     return ["--set", "simulator.enabled=true", "--set", "simulator.count=%d" % count,
+            "--set", "simulator.config.kafka.properties[0]=queue.buffering.max.messages=1000",
             "--set", "simulator.rate=%d" % RATE, "--set", "simulator.seed=%d" % seed,
             "--set", "monitoring.alertmanager.webhookUrl=" + webhook_url]
 
@@ -207,6 +210,10 @@ def test_kafka_outage_fires_the_alert_through_alertmanager_and_resolves(node, we
     alert = "UpmonSimulatorBackpressure"
     wait_for("the simulator producing", lambda: prometheus(
         node, 'upmon_simulator_delivered_total{service="simulator",job="upmon"} > 0'), 180, 3)
+    jobs = [j for j in kubectl_json(node, "get", "jobs", "-n", NS)["items"]
+            if j["metadata"]["name"].startswith("upmon-simulator-")]
+    assert jobs and jobs[0]["status"].get("active"), \
+        "the simulator finished before the outage could start; raise N1: %s" % jobs
     t0 = time.monotonic()
     node.kubectl("scale", "statefulset", "upmon-kafka", "-n", NS, "--replicas=0")
     wait_for("%s firing in Prometheus" % alert, lambda: [

@@ -228,6 +228,7 @@ def test_pdbs_networkpolicies_and_probes():
     for d in of_kind(docs, "Deployment"):
         if d["metadata"]["labels"].get("app.kubernetes.io/name") != "upmon":
             continue
+        assert d["spec"]["template"]["spec"]["enableServiceLinks"] is False
         c = d["spec"]["template"]["spec"]["containers"][0]
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"

@@ -135,7 +135,7 @@ def test_kafka_without_a_cluster_id_refuses(built, conf):
     assert res.returncode == 2 and "KAFKA_CLUSTER_ID" in res.stderr, res.stderr
 
 
-@pytest.mark.parametrize("name,version", [("prometheus", "2.42."), ("alertmanager", "0.25.")])
+@pytest.mark.parametrize("name,version", [("prometheus", "2.54.1"), ("alertmanager", "0.25.")])
 def test_prometheus_and_alertmanager_run(built, name, version):
     res = podman("run", "--rm", "--network", "none", built[name], "--version")
     assert version in res.stdout + res.stderr

@@ -23,6 +23,10 @@ spec:
   serviceAccountName: {{ $name }}
   # Only the services that call the Kubernetes API (Lease, topology) get a token.
   automountServiceAccountToken: {{ .token }}
+  # No docker-link variables: Services named <release>-clickhouse or -kafka would inject
+  # UPMON_CLICKHOUSE_PORT_..., UPMON_KAFKA_SERVICE_HOST, which the services' strict UPMON_*
+  # overrides refuse (unknown key) and stop at start.
+  enableServiceLinks: false
   {{- with $ctx.Values.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
