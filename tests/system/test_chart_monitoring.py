@@ -517,14 +517,14 @@ def test_local_values():
         in op["args"]
     prom = one(docs, "Prometheus")["spec"]
     assert (prom["image"], prom["version"], prom["imagePullPolicy"]) == (
-        "localhost/upmon/prometheus:2.42", "v2.42.0", "Never")
+        "localhost/upmon/prometheus:2.54.1", "v2.54.1", "Never")
     assert (prom["scrapeInterval"], prom["evaluationInterval"]) == ("5s", "5s")
     assert prom["storage"]["volumeClaimTemplate"]["spec"]["storageClassName"] == "upmon-local"
     am = one(docs, "Alertmanager")["spec"]
     assert (am["image"], am["version"], am["imagePullPolicy"]) == (
         "localhost/upmon/alertmanager:0.25", "v0.25.0", "Never")
     # The operator sets only args on these containers, so the images' ENTRYPOINTs run.
-    for name, binary in (("prometheus", "/usr/bin/prometheus"),
+    for name, binary in (("prometheus", "/bin/prometheus"),
                          ("alertmanager", "/usr/bin/prometheus-alertmanager")):
         with open(os.path.join(ROOT, "k8s", "images", name, "Dockerfile")) as f:
             df = f.read()
