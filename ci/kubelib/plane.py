@@ -371,9 +371,12 @@ def start_apiserver(layout, srv):
             # pod here would use it: do not reconcile it.
             "--endpoint-reconciler-type=none",
             # Only what the tests use; webhooks would call out to Services that cannot exist.
-            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,NodeRestriction",
+            # PodSecurity needs nothing outside the server, and the chart tests check the
+            # restricted profile with it.
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,NodeRestriction,"
+            "PodSecurity",
             "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,"
-            "ValidatingAdmissionPolicy,ResourceQuota,LimitRanger,PodSecurity,"
+            "ValidatingAdmissionPolicy,ResourceQuota,LimitRanger,"
             "DefaultStorageClass,DefaultIngressClass,StorageObjectInUseProtection,"
             "PersistentVolumeClaimResize",
         ]
