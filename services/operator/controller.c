@@ -936,8 +936,8 @@ static int64_t reconcile(struct run *rn)
     if (ensure_internal_password(rn, msg, sizeof(msg)) != 0) {
         o.secrets_ok = false;
         /* The status field is shorter than the message buffer: cut, on purpose. */
-        snprintf(o.secrets_error, sizeof(o.secrets_error), "%.*s",
-                 (int)sizeof(o.secrets_error) - 1, msg);
+        snprintf(o.secrets_error, sizeof(o.secrets_error), "%.*s", (int)sizeof(o.secrets_error) - 1,
+                 msg);
     }
     rn->user_passwords = upm_calloc(c->spec.nusers + 1, sizeof(char *));
     for (size_t i = 0; o.secrets_ok && i < c->spec.nusers; i++) {
