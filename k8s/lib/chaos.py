@@ -1,0 +1,261 @@
+"""Pod chaos for an upmon release, and the checker that watches the invariants meanwhile.
+
+Shared by `k8s/chaos` (for users) and `tests/chaos` (the bounded CI run and the soak). Talks
+to the API server through `kubectl proxy`, so it works with any kubeconfig (client
+certificates, tokens, exec plugins) without reimplementing their auth.
+
+The checker samples continuously (every `interval` seconds), never only at the end:
+  - each Lease of the namespace has at most one holder, and the holder is a live pod;
+  - no two pods report `upmon_leader 1` in their own /metrics in the same sampling round;
+  - after a leader pod is deleted, the Lease names another live pod within the bound
+    (forced: leaseDuration + 2 s; graceful: one retry period plus a margin, the Lease being
+    released on SIGTERM);
+  - the analyzer's published gauges (`upmon_failure_rate` on some pod) have no gap longer
+    than the failover bound.
+"""
+
+import json
+import random
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+# What a deletion may hit, and how its pods are found (app.kubernetes.io/component and, for
+# the leader kinds, the Lease that tells leader from standby).
+KINDS = ("analyzer-leader", "analyzer-standby", "operator-leader", "ingest", "clickhouse",
+         "kafka", "zookeeper", "simulator")
+
+LEADER_METRIC = re.compile(r"^upmon_leader(?:\{[^}]*\})? ([0-9.]+)", re.M)
+GAUGE_METRIC = re.compile(r"^upmon_failure_rate(?:\{[^}]*\})? ", re.M)
+
+
+class Proxy:
+    """`kubectl proxy` on a free loopback port, and JSON/text requests through it."""
+
+    def __init__(self, kubectl, env=None):
+        self.proc = subprocess.Popen([kubectl, "proxy", "--port=0", "--address=127.0.0.1"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env)
+        line = self.proc.stdout.readline()
+        m = re.search(r"127\.0\.0\.1:(\d+)", line)
+        if not m:
+            self.proc.kill()
+            raise RuntimeError("kubectl proxy did not start: %s" % line.strip())
+        self.base = "http://127.0.0.1:%s" % m.group(1)
+
+    def get(self, path, timeout=5.0):
+        with urllib.request.urlopen(self.base + path, timeout=timeout) as r:
+            return r.read().decode("utf-8", "replace")
+
+    def json(self, path, timeout=5.0):
+        return json.loads(self.get(path, timeout))
+
+    def delete_pod(self, ns, name, grace=None):
+        body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if grace is not None:
+            body["gracePeriodSeconds"] = grace
+        req = urllib.request.Request(self.base + "/api/v1/namespaces/%s/pods/%s" % (ns, name),
+                                     data=json.dumps(body).encode(), method="DELETE",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def component(pod):
+    return pod["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+
+
+def live(pod):
+    """Running, not being deleted, every container ready."""
+    st = pod.get("status", {})
+    return (st.get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+            and all(c.get("ready") for c in st.get("containerStatuses", [])))
+
+
+def parse_time(text):
+    if not text:
+        return None
+    base, _, frac = text.rstrip("Z").partition(".")
+    t = time.mktime(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    return t + (float("0." + frac) if frac else 0.0)
+
+
+class Checker(threading.Thread):
+    """Samples the namespace until stop(); `violations` lists what broke, with times."""
+
+    def __init__(self, proxy, ns, interval=0.5, log=print):
+        super().__init__(daemon=True)
+        self.proxy, self.ns, self.interval, self.log = proxy, ns, interval, log
+        self.t0 = time.time()
+        self.violations = []
+        self.holders = {}          # lease -> (holder, since)
+        self.lease_spec = {}       # lease -> leaseDurationSeconds
+        self.transitions = []      # (t, lease, old, new)
+        self.gauge_seen = None     # last time some pod published the gauges
+        self.longest_gauge_gap = 0.0
+        self.rounds = 0
+        self.errors = 0
+        self._stop = threading.Event()
+
+    def stop(self):
+        self._stop.set()
+        self.join(30)
+
+    def violation(self, msg):
+        line = "+%.1fs %s" % (time.time() - self.t0, msg)
+        self.violations.append(line)
+        self.log("checker: VIOLATION " + line)
+
+    def pods(self):
+        return self.proxy.json("/api/v1/namespaces/%s/pods" % self.ns)["items"]
+
+    def sample(self):
+        now = time.time()
+        pods = {p["metadata"]["name"]: p for p in self.pods()}
+        leases = self.proxy.json("/apis/coordination.k8s.io/v1/namespaces/%s/leases"
+                                 % self.ns)["items"]
+        for lease in leases:
+            name = lease["metadata"]["name"]
+            spec = lease.get("spec", {})
+            holder = spec.get("holderIdentity") or ""
+            self.lease_spec[name] = spec.get("leaseDurationSeconds") or 15
+            renew = parse_time(spec.get("renewTime"))
+            valid = holder and renew is not None and now - renew <= self.lease_spec[name]
+            old = self.holders.get(name, ("", now))[0]
+            if holder != old:
+                self.transitions.append((now, name, old, holder))
+                self.holders[name] = (holder, now)
+            if valid and holder not in pods and holder.split("_")[0] not in pods:
+                # A holder whose pod is gone is tolerated until its lease runs out; a valid
+                # Lease naming no pod at all past that is a broken invariant.
+                since = self.holders[name][1]
+                gone = max(since, (renew or now))
+                if now - gone > self.lease_spec[name] + 2:
+                    self.violation("Lease %s held by %s, which is not a pod" % (name, holder))
+        leaders, gauges = [], False
+        for name, pod in pods.items():
+            if component(pod) not in ("analyzer", "operator") or not live(pod):
+                continue
+            port = pod["spec"]["containers"][0].get("ports", [{}])[0].get("containerPort")
+            if not port:
+                continue
+            try:
+                text = self.proxy.get("/api/v1/namespaces/%s/pods/%s:%d/proxy/metrics"
+                                      % (self.ns, name, port), timeout=2.0)
+            except (urllib.error.URLError, OSError):
+                continue
+            m = LEADER_METRIC.search(text)
+            if m and float(m.group(1)) == 1.0:
+                leaders.append((component(pod), name))
+            if GAUGE_METRIC.search(text):
+                gauges = True
+        for comp in ("analyzer", "operator"):
+            who = [n for c, n in leaders if c == comp]
+            if len(who) > 1:
+                self.violation("%s: %s all report upmon_leader 1" % (comp, ", ".join(who)))
+        if gauges:
+            if self.gauge_seen is not None:
+                self.longest_gauge_gap = max(self.longest_gauge_gap, now - self.gauge_seen)
+            self.gauge_seen = now
+        self.rounds += 1
+
+    def run(self):
+        while not self._stop.is_set():
+            try:
+                self.sample()
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                self.errors += 1
+                if self.errors % 20 == 1:
+                    self.log("checker: sample failed (%s); going on" % e)
+            self._stop.wait(self.interval)
+
+    def takeover(self, lease, old, since, timeout):
+        """Seconds from `since` until `lease` names a holder other than `old` (None if not
+        within `timeout`)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for t, name, prev, new in list(self.transitions):
+                if name == lease and t >= since and new and new != old:
+                    return t - since
+            time.sleep(0.1)
+        return None
+
+
+def pick(proxy, ns, kind, holders, rng):
+    """A pod name for `kind`, or None when there is none to take."""
+    pods = [p for p in proxy.json("/api/v1/namespaces/%s/pods" % ns)["items"] if live(p)]
+    comp = kind.split("-")[0]
+    cands = sorted(p["metadata"]["name"] for p in pods if component(p) == comp)
+    if kind.endswith("-leader") or kind.endswith("-standby"):
+        lead = {h for (h, _) in holders.values()}
+        lead |= {h.split("_")[0] for h in lead}
+        if kind.endswith("-leader"):
+            cands = [c for c in cands if c in lead]
+        else:
+            cands = [c for c in cands if c not in lead]
+    return rng.choice(cands) if cands else None
+
+
+def lease_of(checker, pod):
+    for name, (holder, _) in checker.holders.items():
+        if holder == pod or holder.split("_")[0] == pod:
+            return name
+    return None
+
+
+class Chaos:
+    """Deletes pods of `ns` by seeded choice, measuring takeovers; `actions` records them."""
+
+    def __init__(self, proxy, checker, ns, seed, kinds=KINDS, force_share=0.5, log=print,
+                 retry_period=2.0):
+        self.proxy, self.checker, self.ns = proxy, checker, ns
+        self.rng = random.Random(seed)
+        self.kinds, self.force_share, self.log = list(kinds), force_share, log
+        self.retry_period = retry_period
+        self.actions = []   # dicts: t, kind, pod, forced, lease, takeover, bound
+
+    def plan(self, count):
+        """Every kind at least once (when count allows), then seeded choices."""
+        order = self.kinds[:]
+        self.rng.shuffle(order)
+        while len(order) < count:
+            order.append(self.rng.choice(self.kinds))
+        return order[:count]
+
+    def delete(self, kind):
+        pod = pick(self.proxy, self.ns, kind, self.checker.holders, self.rng)
+        if pod is None:
+            self.log("chaos: no live pod for %s; skipped" % kind)
+            return None
+        forced = self.rng.random() < self.force_share
+        lease = lease_of(self.checker, pod) if kind.endswith("-leader") else None
+        t = time.time()
+        self.proxy.delete_pod(self.ns, pod, grace=0 if forced else None)
+        act = {"t": t, "kind": kind, "pod": pod, "forced": forced, "lease": lease,
+               "takeover": None, "bound": None}
+        self.log("chaos: +%.1fs deleted %s (%s, %s)" % (t - self.checker.t0, pod, kind,
+                                                      "forced" if forced else "graceful"))
+        if lease:
+            duration = float(self.checker.lease_spec.get(lease, 15))
+            act["bound"] = duration + 2.0 if forced else self.retry_period + 1.5
+            act["takeover"] = self.checker.takeover(lease, pod, t, act["bound"] + 30)
+            if act["takeover"] is None or act["takeover"] > act["bound"]:
+                self.checker.violation("Lease %s: takeover after %s delete of %s took %s s "
+                                       "(bound %.1f s)" % (lease, "forced" if forced else
+                                                           "graceful", pod, act["takeover"],
+                                                           act["bound"]))
+            else:
+                self.log("chaos: Lease %s taken over in %.1f s (bound %.1f s)"
+                         % (lease, act["takeover"], act["bound"]))
+        self.actions.append(act)
+        return act
