@@ -6,7 +6,7 @@
 #   kafka-tool.sh topics --bootstrap-server localhost:9092 --list
 #   kafka-tool.sh metadata-quorum --bootstrap-server localhost:9092 describe --status
 # COMMAND: server, storage, topics, configs, metadata-quorum, consumer-groups,
-# broker-api-versions, features, or flavour (prints "scripts" or "java").
+# broker-api-versions, features, get-offsets, console-producer, console-consumer, or flavour (prints "scripts" or "java").
 # The broker (server) logs with log4j.properties and runs with KAFKA_HEAP_OPTS; the tools log
 # warnings only (tools-log4j.properties) and run with KAFKA_TOOL_HEAP_OPTS (default -Xmx256m),
 # so a tool run inside a node's container does not claim the broker's heap.
@@ -17,7 +17,7 @@ KAFKA_HOME="${KAFKA_HOME:-/opt/kafka}"
 here="$(dirname "$0")"
 
 usage() {
-  echo "usage: kafka-tool.sh server|storage|topics|configs|metadata-quorum|consumer-groups|broker-api-versions|features|flavour [ARGS...]" >&2
+  echo "usage: kafka-tool.sh server|storage|topics|configs|metadata-quorum|consumer-groups|broker-api-versions|features|get-offsets|console-producer|console-consumer|flavour [ARGS...]" >&2
   exit 2
 }
 
@@ -33,6 +33,9 @@ case "$cmd" in
   consumer-groups) script=kafka-consumer-groups.sh class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
   broker-api-versions) script=kafka-broker-api-versions.sh class=kafka.admin.BrokerApiVersionsCommand ;;
   features) script=kafka-features.sh class=org.apache.kafka.tools.FeatureCommand ;;
+  get-offsets) script=kafka-get-offsets.sh class=org.apache.kafka.tools.GetOffsetShell ;;
+  console-producer) script=kafka-console-producer.sh class=kafka.tools.ConsoleProducer ;;
+  console-consumer) script=kafka-console-consumer.sh class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
   flavour) script=kafka-server-start.sh class="" ;;
   *) usage ;;
 esac
