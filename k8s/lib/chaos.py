@@ -232,10 +232,16 @@ class Chaos:
             order.append(self.rng.choice(self.kinds))
         return order[:count]
 
-    def delete(self, kind):
+    def delete(self, kind, wait=60.0):
+        """Delete one pod of `kind`, waiting up to `wait` s for one to be live (a standby
+        that is itself still restarting, say); None if none came."""
+        deadline = time.time() + wait
         pod = pick(self.proxy, self.ns, kind, self.checker.holders, self.rng)
+        while pod is None and time.time() < deadline:
+            time.sleep(1.0)
+            pod = pick(self.proxy, self.ns, kind, self.checker.holders, self.rng)
         if pod is None:
-            self.log("chaos: no live pod for %s; skipped" % kind)
+            self.log("chaos: no live pod for %s within %.0f s; skipped" % (kind, wait))
             return None
         forced = self.rng.random() < self.force_share
         lease = lease_of(self.checker, pod) if kind.endswith("-leader") else None
