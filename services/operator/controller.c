@@ -349,6 +349,20 @@ static void observe(struct run *rn, struct chc_observed *o)
             o->sts_ready[i] = cJSON_IsNumber(ready) ? ready->valueint : 0;
             o->sts_updated[i] = cJSON_IsNumber(upd) ? upd->valueint : 0;
             {
+                /* Counts written before the controller saw the latest template
+                 * describe the old one: right after our own patch they still
+                 * say every pod is Ready and updated. */
+                const cJSON *gen = cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(it, "metadata"), "generation");
+                const cJSON *og = cJSON_GetObjectItemCaseSensitive(st, "observedGeneration");
+
+                if (cJSON_IsNumber(gen) &&
+                    (!cJSON_IsNumber(og) || og->valuedouble < gen->valuedouble)) {
+                    o->sts_ready[i] = 0;
+                    o->sts_updated[i] = 0;
+                }
+            }
+            {
                 const cJSON *ctr = cJSON_GetArrayItem(
                     cJSON_GetObjectItemCaseSensitive(
                         cJSON_GetObjectItemCaseSensitive(
@@ -388,6 +402,31 @@ static void observe(struct run *rn, struct chc_observed *o)
                 chc_parse_pod_name(rn->c, pname->valuestring, &sh, &rep) == 0)
                 snprintf(o->pod_ip[sh][rep], sizeof(o->pod_ip[sh][rep]), "%s", ip->valuestring);
 
+            if (sh >= 1 && rep >= 0 &&
+                !cJSON_GetObjectItemCaseSensitive(meta, "deletionTimestamp")) {
+                const cJSON *ctr = cJSON_GetArrayItem(
+                    cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "spec"),
+                                                     "containers"),
+                    0);
+                const cJSON *img = cJSON_GetObjectItemCaseSensitive(ctr, "image");
+                const cJSON *cond;
+                bool ready = false;
+
+                cJSON_ArrayForEach(
+                    cond, cJSON_GetObjectItemCaseSensitive(
+                              cJSON_GetObjectItemCaseSensitive(it, "status"), "conditions"))
+                {
+                    const cJSON *t = cJSON_GetObjectItemCaseSensitive(cond, "type");
+                    const cJSON *s = cJSON_GetObjectItemCaseSensitive(cond, "status");
+
+                    if (cJSON_IsString(t) && strcmp(t->valuestring, "Ready") == 0 &&
+                        cJSON_IsString(s) && strcmp(s->valuestring, "True") == 0)
+                        ready = true;
+                }
+                o->pod_ready_on_spec_image[sh][rep] =
+                    ready && cJSON_IsString(img) &&
+                    strcmp(img->valuestring, rn->c->spec.image) == 0;
+            }
             cJSON_ArrayForEach(
                 cs, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "status"),
                                                      "containerStatuses"))
@@ -900,7 +939,7 @@ static void image_plan(struct run *rn, struct chc_observed *o)
         return;
     }
     if (o->sts_exists[1] && strcmp(o->sts_image[1], c->spec.image) == 0 && o->sts_updated[1] >= 1 &&
-        o->sts_ready[1] >= c->spec.replicas) {
+        o->sts_ready[1] >= c->spec.replicas && last >= 0 && o->pod_ready_on_spec_image[1][last]) {
         /* The canary runs: every server moves. */
         snprintf(c->status.current_image, sizeof(c->status.current_image), "%s", c->spec.image);
         rn->image = c->status.current_image;

@@ -30,6 +30,9 @@ struct chc_observed {
     int sts_updated[CHC_MAX_SHARDS + 1];     /* .status.updatedReplicas */
     char sts_image[CHC_MAX_SHARDS + 1][256]; /* the template's image */
     bool pod_image_error[CHC_MAX_SHARDS + 1][CHC_MAX_REPLICAS];
+    /* The pod is Ready and its spec names spec.image (the canary is judged on this, never
+     * on the StatefulSet's counts, which lag a template change). */
+    bool pod_ready_on_spec_image[CHC_MAX_SHARDS + 1][CHC_MAX_REPLICAS];
 };
 
 enum chc_action {
