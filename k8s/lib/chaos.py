@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 # What a deletion may hit, and how its pods are found (app.kubernetes.io/component and, for
@@ -82,6 +83,20 @@ def live(pod):
             and all(c.get("ready") for c in st.get("containerStatuses", [])))
 
 
+def wait_settled(proxy, ns, timeout):
+    """Seconds until every pod of `ns` (but finished Job pods) is live, or None."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            pods = proxy.json("/api/v1/namespaces/%s/pods" % ns)["items"]
+            if all(live(p) for p in pods if p["status"].get("phase") != "Succeeded"):
+                return time.time() - t0
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(2.0)
+    return None
+
+
 def parse_time(text):
     if not text:
         return None
@@ -93,9 +108,13 @@ def parse_time(text):
 class Checker(threading.Thread):
     """Samples the namespace until stop(); `violations` lists what broke, with times."""
 
-    def __init__(self, proxy, ns, interval=0.5, log=print):
+    def __init__(self, proxy, ns, interval=0.5, log=print, gauge_bound=None,
+                 prometheus="prometheus-operated:web"):
         super().__init__(daemon=True)
         self.proxy, self.ns, self.interval, self.log = proxy, ns, interval, log
+        # Longest tolerated time without the analyzer's gauges on any pod: a forced takeover
+        # (lease duration + 2 s) plus the new leader's first cycle. None = measure only.
+        self.gauge_bound = gauge_bound
         self.t0 = time.time()
         self.violations = []
         self.holders = {}          # lease -> (holder, since)
@@ -103,6 +122,13 @@ class Checker(threading.Thread):
         self.transitions = []      # (t, lease, old, new)
         self.gauge_seen = None     # last time some pod published the gauges
         self.longest_gauge_gap = 0.0
+        self.gauge_late = False
+        # Alerts from the release's Prometheus (the Service through the API proxy), polled
+        # every 10 s when there is one: name -> first time seen firing; and those firing now.
+        self.prometheus = prometheus
+        self.alerts_fired = {}
+        self.alerts_firing = set()
+        self._alerts_at = 0.0
         self.rounds = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -165,12 +191,48 @@ class Checker(threading.Thread):
                 self.violation("%s: %s all report upmon_leader 1" % (comp, ", ".join(who)))
         if gauges:
             if self.gauge_seen is not None:
-                self.longest_gauge_gap = max(self.longest_gauge_gap, now - self.gauge_seen)
+                gap = now - self.gauge_seen
+                if self.gauge_bound is not None and gap > self.gauge_bound and not self.gauge_late:
+                    self.violation("the analyzer's gauges were missing for %.1f s (bound %.1f s)"
+                                   % (gap, self.gauge_bound))
+                self.longest_gauge_gap = max(self.longest_gauge_gap, gap)
             self.gauge_seen = now
+        elif (self.gauge_bound is not None and self.gauge_seen is not None
+              and now - self.gauge_seen > self.gauge_bound and not self.gauge_late):
+            # Reported while it lasts, not only when the gauges come back.
+            self.gauge_late = True
+            self.violation("the analyzer's gauges have been missing for %.1f s (bound %.1f s)"
+                           % (now - self.gauge_seen, self.gauge_bound))
+        if gauges:
+            self.gauge_late = False
         self.rounds += 1
+
+    def poll_alerts(self):
+        """The alerts firing in the release's Prometheus now (None if it cannot be asked)."""
+        if not self.prometheus:
+            return None
+        try:
+            res = self.proxy.json("/api/v1/namespaces/%s/services/%s/proxy/api/v1/query?query=%s"
+                                  % (self.ns, self.prometheus,
+                                     urllib.parse.quote('ALERTS{alertstate="firing"}')),
+                                  timeout=5.0)
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        now = time.time()
+        firing = {r["metric"].get("alertname", "?") for r in res["data"]["result"]}
+        for name in firing - self.alerts_firing:
+            self.alerts_fired.setdefault(name, now)
+            self.log("checker: +%.1fs alert %s firing" % (now - self.t0, name))
+        for name in self.alerts_firing - firing:
+            self.log("checker: +%.1fs alert %s resolved" % (now - self.t0, name))
+        self.alerts_firing = firing
+        return firing
 
     def run(self):
         while not self._stop.is_set():
+            if time.time() - self._alerts_at >= 10.0:
+                self._alerts_at = time.time()
+                self.poll_alerts()
             try:
                 self.sample()
             except (urllib.error.URLError, OSError, ValueError) as e:

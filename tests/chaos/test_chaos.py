@@ -19,6 +19,7 @@ Run: python3 -m pytest -v tests/chaos (UPMON_KUBE_NODE_STATE_DIR and UPMON_TEST_
 the node tests in tests/system).
 """
 
+import json
 import os
 import sys
 import time
@@ -37,10 +38,13 @@ from lib import chaos  # noqa: E402
 SEED = int(os.environ.get("UPMON_CHAOS_SEED", "1"))
 COUNT = int(os.environ.get("UPMON_CHAOS_COUNT", "12"))
 INTERVAL = float(os.environ.get("UPMON_CHAOS_INTERVAL", "20"))
+KINDS = [k for k in os.environ.get("UPMON_CHAOS_KINDS", ",".join(chaos.KINDS)).split(",") if k]
+FORCE_SHARE = float(os.environ.get("UPMON_CHAOS_FORCE", "0.5"))
 RATE = 100
 MALFORMED = 17
 TOPIC, DLQ = "upmon.events.v1", "upmon.events.dlq"
 KAFKA_TOOL = "/etc/upmon-kafka/kafka-tool.sh"
+GAUGE_BOUND = 15 + 2 + 10 + 3
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +76,68 @@ def topic_messages(node, topic):
     return sum(end[p] - start.get(p, 0) for p in end)
 
 
-def test_chaos_loses_nothing_and_leadership_holds(node):
+def stored(node):
+    """(rows through the Distributed table, [rows per shard])."""
+    ch = ci.ClickHouse(node, ci.shard_pod(node, 1))
+    return (int(ch.scalar("SELECT count() FROM upmon.events")),
+            [int(ci.ClickHouse(node, ci.shard_pod(node, s)).scalar(
+                "SELECT count() FROM upmon.events_local")) for s in (1, 2)])
+
+
+def drain(node, want, timeout=900, still=90):
+    """Wait until `want` rows are stored; False when the count stops moving below it for
+    `still` seconds (what is missing will not come) or at the timeout."""
+    deadline = time.time() + timeout
+    last, since = -1, time.time()
+    while time.time() < deadline:
+        got = stored(node)[0]
+        if got == want:
+            return True
+        if got != last:
+            last, since = got, time.time()
+        elif time.time() - since > still:
+            return False
+        time.sleep(3)
+    return False
+
+
+def report(runner, checker, **figures):
+    """The run's figures as JSON to UPMON_CHAOS_REPORT (tests/bench/chaos/soak reads it)."""
+    path = os.environ.get("UPMON_CHAOS_REPORT")
+    if not path:
+        return
+    doc = {"seed": SEED, "count": COUNT, "interval": INTERVAL, "kinds": KINDS,
+           "actions": runner.actions, "violations": checker.violations,
+           "longest_gauge_gap": checker.longest_gauge_gap, "rounds": checker.rounds,
+           "failed_samples": checker.errors, "transitions": len(checker.transitions),
+           "alerts_fired": sorted(checker.alerts_fired), "malformed": MALFORMED}
+    doc.update(figures)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def test_chaos_loses_nothing_and_leadership_holds(node, request):
     res = ci.subprocess.run(
         [ci.UP, "--local", "--state", node.state, "--no-demo", "--timeout",
          str(ci.READY_BOUND), "--set", "simulator.enabled=true", "--set", "simulator.count=0",
          "--set", "simulator.rate=%d" % RATE, "--set", "simulator.seed=%d" % SEED],
         capture_output=True, text=True, env=node.run_env, timeout=ci.READY_BOUND + 1800)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    wait_for("events stored", lambda: ci.stored(node)[0] > 0 or None, 300, 3)
+    wait_for("events stored", lambda: stored(node)[0] > 0 or None, 300, 3)
     junk = "".join("not json %d {\n" % i for i in range(MALFORMED))
     kafka_tool(node, "console-producer", "--bootstrap-server", "localhost:9092",
                "--topic", TOPIC, input=junk)
 
     log = []
     proxy = chaos.Proxy(node.kubectl_bin, env=dict(os.environ, KUBECONFIG=node.kubeconfig))
-    checker = chaos.Checker(proxy, ci.NS, log=lambda m: (log.append(m), print(m)))
+    request.addfinalizer(proxy.close)
+    # A forced analyzer takeover (lease 15 s + 2 s) plus the new leader's first 10 s cycle,
+    # and the checker's own sampling.
+    checker = chaos.Checker(proxy, ci.NS, log=lambda m: (log.append(m), print(m)),
+                            gauge_bound=GAUGE_BOUND)
     checker.start()
-    runner = chaos.Chaos(proxy, checker, ci.NS, SEED, log=lambda m: (log.append(m), print(m)))
+    runner = chaos.Chaos(proxy, checker, ci.NS, SEED, kinds=KINDS, force_share=FORCE_SHARE,
+                         log=lambda m: (log.append(m), print(m)))
     try:
         time.sleep(5)
         for kind in runner.plan(COUNT):
@@ -96,26 +145,38 @@ def test_chaos_loses_nothing_and_leadership_holds(node):
             runner.delete(kind)
             time.sleep(max(0.0, INTERVAL - (time.time() - started)))
         # Let everything come back, still checking.
-        wait_for("every pod Ready again", lambda: all(
-            chaos.live(p) for p in proxy.json("/api/v1/namespaces/%s/pods" % ci.NS)["items"]
-            if p["status"].get("phase") != "Succeeded"), 600, 3)
+        settled = chaos.wait_settled(proxy, ci.NS, 600)
+        assert settled is not None, "pods not all Ready 600 s after the last deletion"
+        time.sleep(GAUGE_BOUND)     # a last takeover's gauges are inside the checked window
     finally:
         checker.stop()
-        proxy.close()
     print("seed %d: %s" % (SEED, [(a["kind"], a["forced"], a["takeover"])
                                   for a in runner.actions]))
-    assert {a["kind"] for a in runner.actions} == set(chaos.KINDS) or COUNT < len(chaos.KINDS)
+    print("every pod Ready %.1f s after the last deletion; alerts fired meanwhile: %s"
+          % (settled, sorted(checker.alerts_fired) or "none"))
+    report(runner, checker, settled=settled)
+    assert {a["kind"] for a in runner.actions} == set(KINDS) or COUNT < len(KINDS), \
+        "a kind was never deleted (no live pod of it)"
     assert not checker.violations, "\n".join(checker.violations)
+    assert checker.rounds > 0 and checker.longest_gauge_gap > 0, "the checker saw nothing"
 
     node.kubectl("scale", "deployment", "upmon-simulator", "-n", ci.NS, "--replicas=0")
     wait_for("the simulator stopped", lambda: not ci.pods(
         node, "app.kubernetes.io/component=simulator"), 120, 2)
     held = topic_messages(node, TOPIC)
     want = held - MALFORMED
-    wait_for("ingest drained the backlog", lambda: ci.stored(node)[0] == want or None, 900, 3)
-    total, per = ci.stored(node)
-    assert total == want and sum(per) == want and all(per), (total, per, want)
+    t0 = time.time()
+    drained = drain(node, want)
+    total, per = stored(node)
+    drain_s = time.time() - t0 if drained else None
     ch = ci.ClickHouse(node, ci.shard_pod(node, 1))
+    dup = int(ch.scalar("SELECT count() - uniqExact(kafka_partition, kafka_offset) "
+                        "FROM upmon.events"))
+    report(runner, checker, settled=settled, produced=want, stored=total, per_shard=per,
+           duplicated=dup, drain_s=drain_s)
+    assert dup == 0, "%d rows stored twice" % dup
+    assert total == want and sum(per) == want and all(per), \
+        "stored %d (per shard %s), Kafka holds %d well-formed events" % (total, per, want)
     for rollup in ("events_1s", "events_1m", "events_1m_company", "events_1d_company"):
         got = int(ch.scalar("SELECT countMerge(events) FROM upmon.%s" % rollup))
         assert got == want, "%s counts %d events, %d stored" % (rollup, got, want)
@@ -125,3 +186,10 @@ def test_chaos_loses_nothing_and_leadership_holds(node):
     assert not under.strip(), under
     print("Kafka held %d, stored %d (per shard %s), DLQ %d; longest gauge gap %.1f s"
           % (held, total, per, MALFORMED, checker.longest_gauge_gap))
+    # Whatever fired during the loop resolves once the release is whole again.
+    t0 = time.time()
+    still = wait_for("every alert resolved", lambda: (
+        lambda f: f is not None and not f and "none")(checker.poll_alerts()), 600, 10)
+    assert still == "none"
+    report(runner, checker, settled=settled, produced=want, stored=total, per_shard=per,
+           drain_s=drain_s, alerts_resolved_s=time.time() - t0, dlq=MALFORMED, passed=True)
