@@ -72,8 +72,29 @@ class Proxy:
             self.proc.kill()
 
 
+# Which pods each role is, by the labels the charts and the operator put on them (the
+# ClickHouse servers are the operator's, without a component label; the Prometheus
+# Operator's pod is also component=operator, but of another chart).
+ROLES = {
+    "analyzer": {"app.kubernetes.io/name": "upmon", "app.kubernetes.io/component": "analyzer"},
+    "ingest": {"app.kubernetes.io/name": "upmon", "app.kubernetes.io/component": "ingest"},
+    "simulator": {"app.kubernetes.io/name": "upmon", "app.kubernetes.io/component": "simulator"},
+    "operator": {"app.kubernetes.io/name": "clickhouse", "app.kubernetes.io/component": "operator"},
+    "zookeeper": {"app.kubernetes.io/name": "clickhouse",
+                  "app.kubernetes.io/component": "zookeeper"},
+    "clickhouse": {"app.kubernetes.io/name": "clickhouse",
+                   "app.kubernetes.io/managed-by": "upmon-operator"},
+    "kafka": {"app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker"},
+}
+
+
 def component(pod):
-    return pod["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+    """The pod's role (a key of ROLES), or ""."""
+    labels = pod["metadata"].get("labels", {})
+    for role, want in ROLES.items():
+        if all(labels.get(k) == v for k, v in want.items()):
+            return role
+    return ""
 
 
 def live(pod):
@@ -131,10 +152,10 @@ class Checker(threading.Thread):
         self._alerts_at = 0.0
         self.rounds = 0
         self.errors = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join(30)
 
     def violation(self, msg):
@@ -229,7 +250,7 @@ class Checker(threading.Thread):
         return firing
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             if time.time() - self._alerts_at >= 10.0:
                 self._alerts_at = time.time()
                 self.poll_alerts()
@@ -239,7 +260,7 @@ class Checker(threading.Thread):
                 self.errors += 1
                 if self.errors % 20 == 1:
                     self.log("checker: sample failed (%s); going on" % e)
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def takeover(self, lease, old, since, timeout):
         """Seconds from `since` until `lease` names a holder other than `old` (None if not
