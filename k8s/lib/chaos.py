@@ -283,6 +283,10 @@ def pick(proxy, ns, kind, holders, rng):
         lead = {h for (h, _) in holders.values()}
         lead |= {h.split("_")[0] for h in lead}
         if kind.endswith("-leader"):
+            # The takeover bound assumes a standby to take over: wait for one to be live
+            # (it may itself be restarting from an earlier deletion).
+            if len(cands) < 2:
+                return None
             cands = [c for c in cands if c in lead]
         else:
             cands = [c for c in cands if c not in lead]
