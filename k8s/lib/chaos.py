@@ -8,14 +8,18 @@ The checker samples continuously (every `interval` seconds), never only at the e
   - each Lease of the namespace has at most one holder, and the holder is a live pod;
   - no two pods report `upmon_leader 1` in their own /metrics in the same sampling round;
   - after a leader pod is deleted, the Lease names another live pod within the bound
-    (forced: leaseDuration + 2 s; graceful: one retry period plus a margin, the Lease being
-    released on SIGTERM);
+    (killed, no release: leaseDuration + 2 retry periods; forced, which still sends SIGTERM:
+    leaseDuration + 2 s; graceful: one retry period plus a margin, the Lease being released
+    on SIGTERM);
   - the analyzer's published gauges (`upmon_failure_rate` on some pod) have no gap longer
     than the failover bound.
 """
 
+import calendar
 import json
+import os
 import random
+import signal
 import re
 import subprocess
 import threading
@@ -122,7 +126,7 @@ def parse_time(text):
     if not text:
         return None
     base, _, frac = text.rstrip("Z").partition(".")
-    t = time.mktime(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    t = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
     return t + (float("0." + frac) if frac else 0.0)
 
 
@@ -180,7 +184,11 @@ class Checker(threading.Thread):
             valid = holder and renew is not None and now - renew <= self.lease_spec[name]
             old = self.holders.get(name, ("", now))[0]
             if holder != old:
-                self.transitions.append((now, name, old, holder))
+                # When the new holder took it: its acquireTime (written by that pod, microsecond
+                # precision), not this sample's time, which is up to one interval late.
+                acquired = parse_time(spec.get("acquireTime"))
+                at = acquired if acquired is not None and abs(acquired - now) < 60 else now
+                self.transitions.append((at, name, old, holder))
                 self.holders[name] = (holder, now)
             if valid and holder not in pods and holder.split("_")[0] not in pods:
                 # A holder whose pod is gone is tolerated until its lease runs out; a valid
@@ -293,6 +301,29 @@ def pick(proxy, ns, kind, holders, rng):
     return rng.choice(cands) if cands else None
 
 
+def kill_on_this_host(pod):
+    """SIGKILL every process of `pod` running on this machine (a local node): found by the
+    HOSTNAME the runtime gives each of the pod's containers. Returns how many were killed.
+    The crash a forced delete is not: Kubernetes still sends SIGTERM on --grace-period=0."""
+    want = ("HOSTNAME=%s" % pod).encode()
+    killed = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if want in env:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
 def lease_of(checker, pod):
     for name, (holder, _) in checker.holders.items():
         if holder == pod or holder.split("_")[0] == pod:
@@ -304,22 +335,44 @@ class Chaos:
     """Deletes pods of `ns` by seeded choice, measuring takeovers; `actions` records them."""
 
     def __init__(self, proxy, checker, ns, seed, kinds=KINDS, force_share=0.5, log=print,
-                 retry_period=2.0):
+                 retry_period=2.0, kill_share=0.0):
         self.proxy, self.checker, self.ns = proxy, checker, ns
         self.rng = random.Random(seed)
         self.kinds, self.force_share, self.log = list(kinds), force_share, log
+        # Of the forced deletions, the share that first SIGKILLs the pod's processes from this
+        # host (a local node only): the process dies without releasing its Lease, as in a
+        # node crash, and the pod object is then force-deleted.
+        self.kill_share = kill_share
         self.retry_period = retry_period
         self.actions = []   # dicts: t, kind, pod, forced, lease, takeover, bound
 
+    def mode(self):
+        """A seeded mode: killed, forced or graceful, by the shares."""
+        if self.rng.random() < self.force_share:
+            return "killed" if self.rng.random() < self.kill_share else "forced"
+        return "graceful"
+
     def plan(self, count):
-        """Every kind at least once (when count allows), then seeded choices."""
+        """[(kind, mode)]: every kind at least once (when count allows), then seeded choices.
+        A leader's first deletion is its hardest (killed when kill_share allows, else
+        forced) and its second graceful, so that even a short run bounds both takeovers."""
         order = self.kinds[:]
         self.rng.shuffle(order)
         while len(order) < count:
             order.append(self.rng.choice(self.kinds))
-        return order[:count]
+        seen, out = {}, []
+        for kind in order[:count]:
+            n = seen[kind] = seen.get(kind, 0) + 1
+            if kind.endswith("-leader") and n == 1 and self.force_share > 0:
+                mode = "killed" if self.kill_share > 0 else "forced"
+            elif kind.endswith("-leader") and n == 2 and self.force_share < 1:
+                mode = "graceful"
+            else:
+                mode = self.mode()
+            out.append((kind, mode))
+        return out
 
-    def delete(self, kind, wait=60.0):
+    def delete(self, kind, mode=None, wait=60.0):
         """Delete one pod of `kind`, waiting up to `wait` s for one to be live (a standby
         that is itself still restarting, say); None if none came."""
         deadline = time.time() + wait
@@ -330,22 +383,35 @@ class Chaos:
         if pod is None:
             self.log("chaos: no live pod for %s within %.0f s; skipped" % (kind, wait))
             return None
-        forced = self.rng.random() < self.force_share
+        mode = mode or self.mode()
+        forced, killed = mode in ("forced", "killed"), mode == "killed"
         lease = lease_of(self.checker, pod) if kind.endswith("-leader") else None
         t = time.time()
+        procs = kill_on_this_host(pod) if killed else 0
+        if killed and not procs:
+            self.checker.violation("no process of %s found on this host to kill" % pod)
         self.proxy.delete_pod(self.ns, pod, grace=0 if forced else None)
-        act = {"t": t, "kind": kind, "pod": pod, "forced": forced, "lease": lease,
-               "takeover": None, "bound": None}
-        self.log("chaos: +%.1fs deleted %s (%s, %s)" % (t - self.checker.t0, pod, kind,
-                                                      "forced" if forced else "graceful"))
+        act = {"t": t, "kind": kind, "pod": pod, "forced": forced, "mode": mode,
+               "lease": lease, "takeover": None, "bound": None}
+        self.log("chaos: +%.1fs deleted %s (%s, %s%s)"
+                 % (t - self.checker.t0, pod, kind, mode,
+                    ": %d processes SIGKILLed first" % procs if killed else ""))
         if lease:
             duration = float(self.checker.lease_spec.get(lease, 15))
-            act["bound"] = duration + 2.0 if forced else self.retry_period + 1.5
+            if killed:
+                # Nobody releases the Lease. A standby counts the lease duration from when IT
+                # saw the last renewal (its own clock: no trust in the holder's), which is up
+                # to one retry period after the renewal, and tries again at most one retry
+                # period after expiry: duration + 2 x retry period after the kill, at worst.
+                act["bound"] = duration + 2 * self.retry_period
+            elif forced:
+                act["bound"] = duration + 2.0
+            else:
+                act["bound"] = self.retry_period + 1.5
             act["takeover"] = self.checker.takeover(lease, pod, t, act["bound"] + 30)
             if act["takeover"] is None or act["takeover"] > act["bound"]:
                 self.checker.violation("Lease %s: takeover after %s delete of %s took %s s "
-                                       "(bound %.1f s)" % (lease, "forced" if forced else
-                                                           "graceful", pod, act["takeover"],
+                                       "(bound %.1f s)" % (lease, mode, pod, act["takeover"],
                                                            act["bound"]))
             else:
                 self.log("chaos: Lease %s taken over in %.1f s (bound %.1f s)"
