@@ -154,6 +154,8 @@ class Checker(threading.Thread):
         self.alerts_fired = {}
         self.alerts_firing = set()
         self._alerts_at = 0.0
+        self.pod_gone = {}         # pod -> first sample it was missing in
+        self.reported = set()
         self.rounds = 0
         self.errors = 0
         self._halt = threading.Event()
@@ -190,13 +192,23 @@ class Checker(threading.Thread):
                 at = acquired if acquired is not None and abs(acquired - now) < 60 else now
                 self.transitions.append((at, name, old, holder))
                 self.holders[name] = (holder, now)
-            if valid and holder not in pods and holder.split("_")[0] not in pods:
-                # A holder whose pod is gone is tolerated until its lease runs out; a valid
-                # Lease naming no pod at all past that is a broken invariant.
-                since = self.holders[name][1]
-                gone = max(since, (renew or now))
-                if now - gone > self.lease_spec[name] + 2:
-                    self.violation("Lease %s held by %s, which is not a pod" % (name, holder))
+            pod = holder if holder in pods else holder.split("_")[0]
+            if holder and pod not in pods:
+                # The holder must be a live pod: a Lease may outlive its holder's pod (it
+                # expires), but nobody may renew it once that pod is gone. 3 s of slack: a
+                # forced delete removes the object before the kubelet's SIGTERM lands.
+                gone = self.pod_gone.setdefault(pod, now)
+                if renew is not None and renew > gone + 3 and (name, renew) not in self.reported:
+                    self.reported.add((name, renew))
+                    self.violation("Lease %s renewed by %s %.1f s after its pod was gone"
+                                   % (name, holder, renew - gone))
+            elif holder:
+                self.pod_gone.pop(pod, None)
+                phase = pods[pod].get("status", {}).get("phase")
+                if valid and phase in ("Succeeded", "Failed") and \
+                        (name, holder, phase) not in self.reported:
+                    self.reported.add((name, holder, phase))
+                    self.violation("Lease %s held by %s, whose pod has %s" % (name, holder, phase))
         leaders, gauges = [], False
         for name, pod in pods.items():
             if component(pod) not in ("analyzer", "operator") or not live(pod):
