@@ -238,14 +238,13 @@ class Checker(threading.Thread):
                                    % (gap, self.gauge_bound))
                 self.longest_gauge_gap = max(self.longest_gauge_gap, gap)
             self.gauge_seen = now
+            self.gauge_late = False
         elif (self.gauge_bound is not None and self.gauge_seen is not None
               and now - self.gauge_seen > self.gauge_bound and not self.gauge_late):
             # Reported while it lasts, not only when the gauges come back.
             self.gauge_late = True
             self.violation("the analyzer's gauges have been missing for %.1f s (bound %.1f s)"
                            % (now - self.gauge_seen, self.gauge_bound))
-        if gauges:
-            self.gauge_late = False
         self.rounds += 1
 
     def poll_alerts(self):

@@ -82,21 +82,13 @@ def topic_messages(node, topic):
     return sum(end[p] - start.get(p, 0) for p in end)
 
 
-def stored(node):
-    """(rows through the Distributed table, [rows per shard])."""
-    ch = ci.ClickHouse(node, ci.shard_pod(node, 1))
-    return (int(ch.scalar("SELECT count() FROM upmon.events")),
-            [int(ci.ClickHouse(node, ci.shard_pod(node, s)).scalar(
-                "SELECT count() FROM upmon.events_local")) for s in (1, 2)])
-
-
 def drain(node, want, timeout=900, still=90):
     """Wait until `want` rows are stored; False when the count stops moving below it for
     `still` seconds (what is missing will not come) or at the timeout."""
     deadline = time.time() + timeout
     last, since = -1, time.time()
     while time.time() < deadline:
-        got = stored(node)[0]
+        got = ci.stored(node, unique=False)[0]
         if got == want:
             return True
         if got != last:
@@ -134,7 +126,7 @@ def test_chaos_loses_nothing_and_leadership_holds(node, request):
          "--set", "simulator.rate=%d" % RATE, "--set", "simulator.seed=%d" % SEED],
         capture_output=True, text=True, env=node.run_env, timeout=ci.READY_BOUND + 1800)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    wait_for("events stored", lambda: stored(node)[0] > 0 or None, 300, 3)
+    wait_for("events stored", lambda: ci.stored(node, unique=False)[0] > 0 or None, 300, 3)
     junk = "".join("not json %d {\n" % i for i in range(MALFORMED))
     kafka_tool(node, "console-producer", "--bootstrap-server", "localhost:9092",
                "--topic", TOPIC, input=junk)
@@ -176,7 +168,7 @@ def test_chaos_loses_nothing_and_leadership_holds(node, request):
     want = held - MALFORMED
     t0 = time.time()
     drained = drain(node, want)
-    total, per = stored(node)
+    total, per = ci.stored(node, unique=False)
     drain_s = time.time() - t0 if drained else None
     ch = ci.ClickHouse(node, ci.shard_pod(node, 1))
     dup = int(ch.scalar("SELECT count() - uniqExact(kafka_partition, kafka_offset) "
