@@ -1264,6 +1264,7 @@ static void publish_segment(struct analyzer *an, int w, size_t seg, int64_t now_
         put(&p, an->m_beyond, d->att_beyond);
         row(&p, "attempt_time_p95", d->att_q[1], NULL, 0, 0);
         row(&p, "attempt_time_mean_seconds", d->att_mean, NULL, 0, 0);
+        row(&p, "attempt_time_stddev_seconds", d->att_sd, NULL, 0, 0);
         row(&p, "attempts_to_success", d->att_tries, NULL, 0, 0);
         row(&p, "first_try_share", d->att_first, NULL, 0, 0);
         row(&p, "beyond_3sigma_share", d->att_beyond, NULL, 0, 0);
