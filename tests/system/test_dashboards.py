@@ -12,8 +12,9 @@ Grafana would send it:
     * ClickHouse 18.16, the stack's cluster, through the Distributed tables;
     * the current engine (chDB), the schema loaded the way test_schema_chdb.py loads it;
   both over the same data: three simulated hours (a seller's failure storm among them) sent by
-  upmon-simulator through Kafka and upmon-ingest into a database of their own, then four
-  cycles of upmon-analyzer writing its statistics and seller scores. Each query must return
+  upmon-simulator through Kafka and upmon-ingest into a database of their own, with
+  upmon-analyzer running meanwhile on the data's clock, writing its statistics and seller
+  scores at each new minute. Each query must return
   rows, with a time column for a time series, and a non-null figure.
 
 Panels bucket time with `$__interval_s` arithmetic, not the plugin's `$__timeInterval`: that
@@ -21,7 +22,6 @@ expands to toStartOfInterval, which 18.16 lacks (test_no_macro_18_16_cannot_run)
 """
 
 import datetime
-import glob
 import json
 import math
 import os
@@ -32,113 +32,19 @@ import uuid
 
 import pytest
 
-from conftest import ClickHouse, http_json, poll
+from conftest import http_json, poll
+from grafana import (DASHBOARDS, ROOT, expand, expand_macros, load, panels, registered_metrics,
+                     server_state, set_variables, targets)
 from test_analyzer import build_bin
 from test_schema_chdb import migrations, split, to_chdb
 from test_stack import kafka_java
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DASHBOARDS = sorted(glob.glob(os.path.join(ROOT, "dashboards", "*.json")))
-# What Grafana substitutes in PromQL before a query leaves it (its built-in variables).
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
 DATASOURCES = {"prometheus": "${datasource}", "grafana-clickhouse-datasource": "${clickhouse}"}
 # The simulated run: T0 .. T0 + HOURS, a seller's failure storm in its second half.
 HOURS = 3
 SPEED = 900
 SELLER = 100002  # the simulator's seller of rank 3
 INTERVAL_S = 300  # Grafana's $__interval for the queries: a 3 h range on a wide panel
-
-
-def load(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def panels(dash):
-    for p in dash["panels"]:
-        if p["type"] == "row":
-            for q in p.get("panels", []):
-                yield q
-        else:
-            yield p
-
-
-def targets(kind):
-    for path in DASHBOARDS:
-        dash = load(path)
-        for p in panels(dash):
-            for t in p.get("targets", []):
-                if t.get("datasource", p.get("datasource", {})).get("type") == kind:
-                    yield "%s: %s/%s" % (os.path.basename(path), p["title"], t["refId"]), p, t
-        if kind == "grafana-clickhouse-datasource":
-            for v in dash["templating"]["list"]:
-                if v["type"] == "query":
-                    yield ("%s: variable %s" % (os.path.basename(path), v["name"]),
-                           {"type": "variable"}, v["query"])
-
-
-def registered_metrics():
-    names = set()
-    for path in glob.glob(os.path.join(ROOT, "services", "*", "*.c")) + \
-            glob.glob(os.path.join(ROOT, "common", "src", "*.c")):
-        with open(path) as f:
-            names |= set(re.findall(r'"(upmon_[a-z0-9_]+)"', f.read()))
-    return names
-
-
-def expand(text):
-    for k, v in sorted(GRAFANA_VARS.items(), key=lambda kv: -len(kv[0])):
-        text = text.replace(k, v)
-    return text
-
-
-def expand_macros(sql, t_from, t_to, interval_s):
-    """The ClickHouse plugin's macros as its backend expands them (pkg/macros of
-    grafana/clickhouse-datasource): times as toDateTime(<unix s>), dates as
-    toDate('YYYY-MM-DD') in UTC, the interval in whole seconds (at least 1)."""
-    def day(t):
-        return "toDate('%s')" % datetime.datetime.fromtimestamp(
-            t, datetime.timezone.utc).strftime("%Y-%m-%d")
-
-    def dt(t):
-        return "toDateTime(%d)" % t
-
-    secs = max(int(interval_s), 1)
-    fns = {
-        "timeFilter": lambda a: "%s >= %s AND %s <= %s" % (a[0], dt(t_from), a[0], dt(t_to)),
-        "dateFilter": lambda a: "%s >= %s AND %s <= %s" % (a[0], day(t_from), a[0], day(t_to)),
-        "dateTimeFilter": lambda a: "(%s >= %s AND %s <= %s) AND (%s >= %s AND %s <= %s)" % (
-            a[0], day(t_from), a[0], day(t_to), a[1], dt(t_from), a[1], dt(t_to)),
-        "timeInterval": lambda a: "toStartOfInterval(toDateTime(%s), INTERVAL %d second)"
-                                  % (a[0], secs),
-    }
-    fns["dt"] = fns["dateTimeFilter"]
-
-    def call(m):
-        args = [a.strip() for a in m.group(2).split(",")]
-        want = 2 if m.group(1) in ("dt", "dateTimeFilter") else 1
-        if len(args) != want:
-            raise ValueError("$__%s expects %d argument(s), got %r" % (m.group(1), want, args))
-        return fns[m.group(1)](args)
-
-    sql = re.sub(r"\$__(timeFilter|dateFilter|dateTimeFilter|dt|timeInterval)\(([^()]*)\)",
-                 call, sql)
-    sql = sql.replace("$__fromTime", dt(t_from)).replace("$__toTime", dt(t_to))
-    sql = sql.replace("$__interval_s", str(secs))
-    left = re.findall(r"\$__\w+", sql)
-    if left:
-        raise ValueError("macros the plugin does not have (or this test does not know): %s"
-                         % sorted(set(left)))
-    return sql
-
-
-def set_variables(sql, values):
-    for k, v in values.items():
-        sql = sql.replace("${%s}" % k, str(v)).replace("$" + k + " ", str(v) + " ")
-    left = re.findall(r"\$\{?(\w+)", sql)
-    if left:
-        raise ValueError("variables no dashboard defines: %s" % sorted(set(left)))
-    return sql
 
 
 def test_macros_expand_as_the_plugin_does():
@@ -282,9 +188,24 @@ class Run:
         env.update({"UPMON_KAFKA_GROUP_ID": "upmon-dash-test-" + self.db,
                     "UPMON_INGEST_SHARDS": shards, "UPMON_INGEST_CDN_HOSTS": "cdn.upmon.example",
                     "UPMON_INGEST_BATCH_AGE": "1s"})
-        log = open(os.path.join(self.tmp, "ingest.log"), "wb")
-        ingest = subprocess.Popen([build_bin("upmon-ingest")], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
+        procs = []
+
+        def spawn(name, argv, env):
+            log = open(os.path.join(self.tmp, name + ".log"), "wb")
+            procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+            return procs[-1]
+
+        spawn("ingest", [build_bin("upmon-ingest")], env)
+        # The analyzer as it runs in production (one instance, no Lease), on the data's clock:
+        # a cycle per new minute of data, settle 45 simulated minutes (3 s of ingest delay at
+        # this speed). Two cycles at least are needed for the beyond-3σ share, whose threshold
+        # is the previous cycle's.
+        aenv = self.base_env()
+        aenv.update({"UPMON_ANALYZER_CLOCK": "data", "UPMON_ANALYZER_CYCLE": "500ms",
+                     "UPMON_ANALYZER_SETTLE": "45m", "UPMON_ANALYZER_BASELINE_REFRESH": "60m",
+                     "UPMON_ANALYZER_WRITE_RESULTS": "true"})
+        analyzer = spawn("analyzer", [build_bin("upmon-analyzer"), "--leader-election=off"],
+                         aenv)
         try:
             start = datetime.datetime.fromtimestamp(self.t0, datetime.timezone.utc)
             sim = self.run([build_bin("upmon-simulator"), "--config", cfg, "--start",
@@ -292,24 +213,27 @@ class Run:
                             "--duration", "%ds" % (HOURS * 3600 // SPEED)],
                            self.base_env(), "upmon-simulator", timeout=120)
             # Its last line: "done | generated=N delivered=N ...".
-            counts = re.findall(r"delivered=(\d+)", sim.stdout + sim.stderr)
+            counts = re.findall(r"\bdelivered=(\d+)", sim.stdout + sim.stderr)
             assert counts, "the simulator did not log its delivered count:\n" + sim.stderr[-1500:]
             self.produced = int(counts[-1])
-            assert self.produced > 10000, self.produced
+            assert self.produced > 10000, "the simulator delivered %d events:\n%s" % (
+                self.produced, sim.stderr[-3000:])
             poll("all %d events stored" % self.produced,
                  lambda: int(self.ch.scalar("SELECT count() FROM %s.events" % self.db))
                  >= self.produced, timeout=180, interval=1)
+            # The analyzer has reached the end of the data (less its settle time).
+            newest = int(self.ch.scalar("SELECT toUInt32(max(ts)) FROM %s.events_1s" % self.db))
+            poll("the analyzer's last cycle at the end of the data", lambda: int(self.ch.scalar(
+                "SELECT toUInt32(max(ts)) FROM %s.analyzer_stats" % self.db) or 0)
+                >= (newest - 45 * 60) // 60 * 60 - 60, timeout=120, interval=1)
+            assert analyzer.poll() is None, "upmon-analyzer exited (see its log in %s)" % self.tmp
         finally:
-            ingest.terminate()
-            ingest.wait(timeout=30)
-        # Four analyzer cycles over the finished run, the last at its end (data clock).
-        newest = int(self.ch.scalar("SELECT toUInt32(max(ts)) FROM %s.events_1s" % self.db))
-        for at in (self.t1 - 5400, self.t1 - 3600, self.t1 - 1800, newest):
-            env = self.base_env()
-            env.update({"UPMON_ANALYZER_CLOCK": "data",
-                        "UPMON_ANALYZER_SETTLE": "%ds" % max(newest - at, 0),
-                        "UPMON_ANALYZER_WRITE_RESULTS": "true"})
-            self.run([build_bin("upmon-analyzer"), "--once"], env, "upmon-analyzer --once")
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=30)
+        cycles = int(self.ch.scalar("SELECT uniqExact(ts) FROM %s.analyzer_stats" % self.db))
+        assert cycles >= 10, "the analyzer wrote %d cycles" % cycles
         n = int(self.ch.scalar("SELECT count() FROM %s.seller_scores" % self.db))
         assert n > 0, "the analyzer scored no seller"
 
@@ -384,13 +308,6 @@ def check_result(where, panel, meta, rows):
         "%s: every figure is null or NaN: %s" % (where, rows[:3])
 
 
-def server_state(target):
-    """A panel on the server's own state (system.parts, the replication queue): it reads no
-    upmon data, may rightly be empty, and means nothing on an in-process engine."""
-    tables = set(re.findall(r"\bFROM\s+([a-z_0-9.]+)", target["rawSql"]))
-    return bool(tables) and all(t.startswith("system.") for t in tables)
-
-
 CH_TARGETS = list(targets("grafana-clickhouse-datasource"))
 DATA_TARGETS = [x for x in CH_TARGETS if not server_state(x[2])]
 
@@ -418,7 +335,8 @@ def test_sql_on_the_current_engine(chdb_copy, data, where, panel, target):
 
 def test_the_seller_storm_shows(data):
     """The data behind the panels means something: the seller whose failures the simulator
-    raised is the top anomaly, and its failure rate towers over its peers'."""
+    raised is the top anomaly, and in the storm's last hour its failure rate stands far above
+    its peers' in every interval (the simulator's own failure rate is high: about 0.66)."""
     dash = load(os.path.join(ROOT, "dashboards", "upload-overview.json"))
     t = [t for p in panels(dash) if p["title"].startswith("Seller anomalies")
          for t in p["targets"]][0]
@@ -433,4 +351,4 @@ def test_the_seller_storm_shows(data):
     late = [r for r in rows if r[1] is not None and r[3] is not None and
             r[0] >= datetime.datetime.fromtimestamp(data.t1 - 3600, datetime.timezone.utc)
             .strftime("%Y-%m-%d %H:%M:%S")]
-    assert late and all(float(r[1]) > 2 * float(r[3]) for r in late), rows[-5:]
+    assert late and all(float(r[1]) > float(r[3]) + 0.2 for r in late), rows[-5:]
