@@ -42,7 +42,7 @@ RELEASE = "upmon"
 CHC = "upmon-clickhouse"
 NODE_IP = "10.245.0.1"       # the node's address on this machine; pods reach it
 N1, N2 = 60000, 9000         # the two simulator runs
-RATE = 150                   # events/s: the first run lasts ~7 minutes, the Kafka outage inside
+RATE = 250                   # events/s: the first run lasts 4 minutes, the Kafka outage inside
 READY_BOUND = 900            # seconds from `helm install` to every pod Ready
 IMAGES = ["base", "upmon-ingest", "upmon-analyzer", "upmon-simulator", "upmon-operator",
           "clickhouse", "zookeeper", "kafka", "prometheus", "alertmanager",
