@@ -24,6 +24,10 @@
 #define REASON_MAX 200
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 #define CT_TEXT    "text/plain; charset=utf-8"
+/* What a live client may send before it is closed: nothing is expected, so a small receive
+ * buffer bounds what one frame can make us hold. */
+#define LIVE_RX   256
+#define LIVE_PATH "/live"
 
 const struct upm_config_key upm_httpd_config_keys[] = {
     {.name = "bind",
@@ -59,7 +63,27 @@ struct upm_httpd {
     struct lws_vhost *vhost;
     pthread_t thread;
     bool running;
-    struct lws_protocols protocols[2]; /* lws keeps a pointer: lives with us */
+    struct lws_protocols protocols[3]; /* lws keeps a pointer: lives with us */
+
+    /* Static files, set before start and read-only after. */
+    struct {
+        char *path, *ctype;
+        const void *data;
+        size_t len;
+    } statics[UPM_HTTPD_MAX_STATIC];
+    size_t nstatic;
+
+    /* The live channel. */
+    bool live;
+    int live_max;
+    struct upm_prom_metric *live_clients_m, *live_msgs_m, *live_refused_m;
+    pthread_mutex_t live_lock; /* guards the fields below */
+    uint64_t live_seq;         /* publishes so far */
+    char *live_snap, *live_upd;
+    size_t live_snap_len, live_upd_len;
+    struct lws_context *live_ctx; /* to wake the service thread; NULL when stopped */
+    atomic_int live_pending;      /* a publish the service thread has not broadcast yet */
+    atomic_int live_nclients;
 
     atomic_int stop;
     atomic_int bound_port;
@@ -74,6 +98,14 @@ struct session {
     char *body; /* response body being sent; owned */
     size_t len, off;
     bool close_after; /* close instead of waiting for the next request */
+};
+
+/* Per live connection, zeroed by lws. */
+struct live_session {
+    uint64_t sent; /* the publish this client has; 0 = none yet */
+    bool counted;  /* in live_nclients (established, not yet closed) */
+    unsigned char *out;
+    size_t cap;
 };
 
 /* ---- lws logs ------------------------------------------------------------------------------- */
@@ -125,6 +157,15 @@ static unsigned route(struct upm_httpd *h, int method, const char *uri, const ch
     const char *path = "other";
     if (strcmp(uri, "/metrics") == 0 || strcmp(uri, "/healthz") == 0 || strcmp(uri, "/readyz") == 0)
         path = uri;
+    else if (h->live && strcmp(uri, LIVE_PATH) == 0)
+        path = LIVE_PATH;
+    size_t st = h->nstatic;
+    for (size_t i = 0; i < h->nstatic && strcmp(path, "other") == 0; i++) {
+        if (strcmp(uri, h->statics[i].path) == 0) {
+            st = i;
+            path = h->statics[i].path;
+        }
+    }
     unsigned code;
     bool metrics = false;
     *ctype = CT_TEXT;
@@ -137,6 +178,13 @@ static unsigned route(struct upm_httpd *h, int method, const char *uri, const ch
         code = HTTP_STATUS_OK;
         *ctype = CT_METRICS;
         metrics = true;
+    } else if (st < h->nstatic) {
+        code = HTTP_STATUS_OK;
+        *ctype = h->statics[st].ctype;
+        upm_buf_append(body, h->statics[st].data, h->statics[st].len);
+    } else if (strcmp(path, LIVE_PATH) == 0) {
+        code = HTTP_STATUS_BAD_REQUEST;
+        upm_buf_puts(body, "WebSocket only, with the subprotocol upmon-live");
     } else if (strcmp(path, "/healthz") == 0) {
         code = HTTP_STATUS_OK;
         upm_buf_puts(body, "ok");
@@ -248,9 +296,232 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
         if (ss)
             session_reset(ss);
         return 0;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        /* A WebSocket upgrade that named no subprotocol lands here: refuse it. */
+        if (h && h->live)
+            upm_prom_inc(upm_prom_series_get(h->live_refused_m, (const char *const[]){"protocol"}),
+                         1);
+        return 1;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     }
+}
+
+/* ---- the live channel ----------------------------------------------------------------------- */
+
+static void live_refused(struct upm_httpd *h, const char *why)
+{
+    upm_prom_inc(upm_prom_series_get(h->live_refused_m, (const char *const[]){why}), 1);
+}
+
+/* Send what this client lacks: the latest snapshot, or the one update that follows its own. */
+static int live_write(struct upm_httpd *h, struct lws *wsi, struct live_session *ls)
+{
+    pthread_mutex_lock(&h->live_lock);
+    uint64_t seq = h->live_seq;
+    if (seq == 0 || seq == ls->sent) {
+        pthread_mutex_unlock(&h->live_lock);
+        return 0;
+    }
+    bool update = ls->sent != 0 && seq == ls->sent + 1 && h->live_upd;
+    const char *msg = update ? h->live_upd : h->live_snap;
+    size_t n = update ? h->live_upd_len : h->live_snap_len;
+    if (ls->cap < LWS_PRE + n) {
+        free(ls->out);
+        ls->cap = LWS_PRE + n;
+        ls->out = upm_malloc(ls->cap);
+    }
+    memcpy(ls->out + LWS_PRE, msg, n);
+    ls->sent = seq;
+    pthread_mutex_unlock(&h->live_lock);
+    /* lws keeps what the socket does not take now and finishes it before the next
+     * writeable callback, so one write per message is enough. */
+    if (lws_write(wsi, ls->out + LWS_PRE, n, LWS_WRITE_TEXT) < (int)n)
+        return -1;
+    upm_prom_inc(
+        upm_prom_series_get(h->live_msgs_m, (const char *const[]){update ? "update" : "snapshot"}),
+        1);
+    pthread_mutex_lock(&h->live_lock);
+    bool more = h->live_seq != ls->sent;
+    pthread_mutex_unlock(&h->live_lock);
+    if (more)
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int live_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    (void)in;
+    (void)len;
+    struct live_session *ls = user;
+    struct lws_context *ctx = lws_get_context(wsi);
+    struct upm_httpd *h = ctx ? lws_context_user(ctx) : NULL;
+    if (!h || !h->live)
+        return reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION ? 1 : 0;
+
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        char uri[64];
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 ||
+            strcmp(uri, LIVE_PATH) != 0) {
+            live_refused(h, "path");
+            return 1;
+        }
+        if (atomic_load(&h->live_nclients) >= h->live_max) {
+            live_refused(h, "full");
+            return 1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED:
+        if (!ls)
+            return -1;
+        ls->sent = 0;
+        ls->counted = true;
+        upm_prom_set(upm_prom_series_get(h->live_clients_m, NULL),
+                     atomic_fetch_add(&h->live_nclients, 1) + 1);
+        lws_callback_on_writable(wsi);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return ls ? live_write(h, wsi, ls) : -1;
+    case LWS_CALLBACK_RECEIVE:
+        /* Push only: anything a client sends is refused, and the client with it. */
+        live_refused(h, "input");
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)"push only", 9);
+        return -1;
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* Not every way a connection ends reports CLOSED (a close lws starts itself after
+         * our -1, the context going away); every one reports WSI_DESTROY. Once each. */
+        if (ls && ls->counted) {
+            ls->counted = false;
+            upm_prom_set(upm_prom_series_get(h->live_clients_m, NULL),
+                         atomic_fetch_sub(&h->live_nclients, 1) - 1);
+        }
+        if (ls) {
+            free(ls->out);
+            ls->out = NULL;
+            ls->cap = 0;
+        }
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (atomic_exchange(&h->live_pending, 0)) {
+            /* The vhost holds its own copy of the protocols: name ours through it. */
+            struct lws_vhost *vh = lws_get_vhost(wsi);
+            const struct lws_protocols *pr =
+                vh ? lws_vhost_name_to_protocol(vh, "upmon-live") : NULL;
+            if (pr)
+                lws_callback_on_writable_all_protocol_vhost(vh, pr);
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+int upm_httpd_add_static(struct upm_httpd *h, const char *path, const char *content_type,
+                         const void *data, size_t len, char *errstr, size_t errstr_size)
+{
+    if (!h || h->running) {
+        snprintf(errstr, errstr_size, "http: static files are added before the server starts");
+        return -1;
+    }
+    if (!path || path[0] != '/' || strlen(path) > 128 || !content_type || (!data && len)) {
+        snprintf(errstr, errstr_size,
+                 "http: a static file needs a path starting with '/' "
+                 "(at most 128 bytes), a content type and its bytes");
+        return -1;
+    }
+    if (strcmp(path, "/metrics") == 0 || strcmp(path, "/healthz") == 0 ||
+        strcmp(path, "/readyz") == 0 || strcmp(path, LIVE_PATH) == 0) {
+        snprintf(errstr, errstr_size, "http: %s is a built-in path", path);
+        return -1;
+    }
+    for (size_t i = 0; i < h->nstatic; i++) {
+        if (strcmp(h->statics[i].path, path) == 0) {
+            snprintf(errstr, errstr_size, "http: %s is already served", path);
+            return -1;
+        }
+    }
+    if (h->nstatic == UPM_HTTPD_MAX_STATIC) {
+        snprintf(errstr, errstr_size, "http: at most %d static files", UPM_HTTPD_MAX_STATIC);
+        return -1;
+    }
+    h->statics[h->nstatic].path = upm_strdup(path);
+    h->statics[h->nstatic].ctype = upm_strdup(content_type);
+    h->statics[h->nstatic].data = data;
+    h->statics[h->nstatic].len = len;
+    h->nstatic++;
+    return 0;
+}
+
+int upm_httpd_enable_live(struct upm_httpd *h, int max_clients, char *errstr, size_t errstr_size)
+{
+    if (!h || h->running) {
+        snprintf(errstr, errstr_size, "http: the live channel is enabled before the server starts");
+        return -1;
+    }
+    if (max_clients < 1 || max_clients > 10000) {
+        snprintf(errstr, errstr_size, "http: live clients must be 1..10000, not %d", max_clients);
+        return -1;
+    }
+    if (h->live) {
+        h->live_max = max_clients;
+        return 0;
+    }
+    h->live_clients_m =
+        upm_prom_gauge(h->reg, "upmon_http_live_clients",
+                       "WebSocket clients of the live page connected now.", 0, NULL);
+    h->live_msgs_m = upm_prom_counter(h->reg, "upmon_http_live_messages_total",
+                                      "Messages pushed to live clients, by kind (snapshot: the "
+                                      "whole state; update: one cycle's change).",
+                                      1, (const char *const[]){"kind"});
+    h->live_refused_m = upm_prom_counter(
+        h->reg, "upmon_http_live_refused_total",
+        "Live connections refused or closed, by reason (path, protocol, full, input).", 1,
+        (const char *const[]){"reason"});
+    if (!h->live_clients_m || !h->live_msgs_m || !h->live_refused_m) {
+        snprintf(errstr, errstr_size, "http: the live metrics are registered with another shape");
+        return -1;
+    }
+    h->live = true;
+    h->live_max = max_clients;
+    return 0;
+}
+
+static char *dup_bytes(const char *p, size_t n)
+{
+    char *out = upm_malloc(n + 1);
+    memcpy(out, p, n);
+    out[n] = 0;
+    return out;
+}
+
+void upm_httpd_live_publish(struct upm_httpd *h, const char *snapshot, size_t snapshot_len,
+                            const char *update, size_t update_len)
+{
+    if (!h || !h->live || !snapshot)
+        return;
+    char *snap = dup_bytes(snapshot, snapshot_len);
+    char *upd = update ? dup_bytes(update, update_len) : NULL;
+    pthread_mutex_lock(&h->live_lock);
+    free(h->live_snap);
+    free(h->live_upd);
+    h->live_snap = snap;
+    h->live_snap_len = snapshot_len;
+    h->live_upd = upd;
+    h->live_upd_len = upd ? update_len : 0;
+    h->live_seq++;
+    atomic_store(&h->live_pending, 1);
+    if (h->live_ctx)
+        lws_cancel_service(h->live_ctx);
+    pthread_mutex_unlock(&h->live_lock);
+}
+
+int upm_httpd_live_clients(const struct upm_httpd *h)
+{
+    return h ? atomic_load(&((struct upm_httpd *)h)->live_nclients) : 0;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
@@ -307,6 +578,15 @@ struct upm_httpd *upm_httpd_create(const struct upm_httpd_config *cfg,
         .callback = http_callback,
         .per_session_data_size = sizeof(struct session),
     };
+    h->protocols[1] = (struct lws_protocols){
+        .name = "upmon-live",
+        .callback = live_callback,
+        .per_session_data_size = sizeof(struct live_session),
+        .rx_buffer_size = LIVE_RX,
+    };
+    pthread_mutex_init(&h->live_lock, NULL);
+    atomic_init(&h->live_pending, 0);
+    atomic_init(&h->live_nclients, 0);
     return h;
 }
 
@@ -419,6 +699,9 @@ int upm_httpd_start(struct upm_httpd *h, char *errstr, size_t errstr_size)
         goto fail;
     }
     h->running = true;
+    pthread_mutex_lock(&h->live_lock);
+    h->live_ctx = h->ctx;
+    pthread_mutex_unlock(&h->live_lock);
     upm_log_info("httpd", "listening | bind=%s port=%d", h->bind, atomic_load(&h->bound_port));
     return 0;
 fail:
@@ -433,6 +716,9 @@ void upm_httpd_stop(struct upm_httpd *h)
 {
     if (!h || !h->running)
         return;
+    pthread_mutex_lock(&h->live_lock);
+    h->live_ctx = NULL;
+    pthread_mutex_unlock(&h->live_lock);
     atomic_store(&h->stop, 1);
     lws_cancel_service(h->ctx);
     pthread_join(h->thread, NULL);
@@ -452,6 +738,13 @@ void upm_httpd_destroy(struct upm_httpd *h)
         return;
     upm_httpd_stop(h);
     pthread_mutex_destroy(&h->ready_lock);
+    pthread_mutex_destroy(&h->live_lock);
+    free(h->live_snap);
+    free(h->live_upd);
+    for (size_t i = 0; i < h->nstatic; i++) {
+        free(h->statics[i].path);
+        free(h->statics[i].ctype);
+    }
     free(h->bind);
     free(h);
 }

@@ -683,6 +683,317 @@ static void test_bad_bind_address(void **state)
     upm_prom_registry_destroy(reg);
 }
 
+/* ---- static files and the live channel ------------------------------------------------------- */
+
+static const char PAGE[] = "<!doctype html><title>upmon</title>";
+
+static struct upm_httpd *live_server(struct upm_prom_registry *reg, int max_clients)
+{
+    char err[256] = "";
+    struct upm_httpd_config cfg = {.bind = "127.0.0.1", .port = 0};
+    struct upm_httpd *h = upm_httpd_create(&cfg, reg, err, sizeof(err));
+    assert_non_null(h);
+    assert_int_equal(upm_httpd_add_static(h, "/", "text/html; charset=utf-8", PAGE,
+                                          sizeof(PAGE) - 1, err, sizeof(err)),
+                     0);
+    assert_int_equal(upm_httpd_enable_live(h, max_clients, err, sizeof(err)), 0);
+    if (upm_httpd_start(h, err, sizeof(err)) != 0)
+        fail_msg("start: %s", err);
+    return h;
+}
+
+/* A minimal WebSocket client: enough to check what the server sends. */
+#define WSC_BUF (1 << 20)
+struct wsc {
+    int fd;
+    char *buf; /* WSC_BUF bytes */
+    size_t len;
+};
+
+static int wsc_fill(struct wsc *c, int ms)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (poll(&p, 1, ms) <= 0)
+        return 0;
+    ssize_t n = recv(c->fd, c->buf + c->len, WSC_BUF - c->len, 0);
+    if (n <= 0)
+        return -1;
+    c->len += (size_t)n;
+    return 1;
+}
+
+/* Handshake; returns the HTTP status line's code. */
+static int wsc_open(struct wsc *c, int port, const char *path, const char *protocol)
+{
+    memset(c, 0, sizeof(*c));
+    c->buf = malloc(WSC_BUF);
+    c->fd = connect_raw(port);
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n%s%s%s\r\n",
+                     path, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
+                     protocol ? "\r\n" : "");
+    assert_int_equal(send(c->fd, req, (size_t)n, 0), n);
+    int64_t deadline = upm_clock_mono_ns() + 3000 * UPM_NS_PER_MS;
+    char *end;
+    while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4))) {
+        if (upm_clock_mono_ns() > deadline || wsc_fill(c, 100) < 0)
+            return c->len >= 12 ? atoi(c->buf + 9) : -1;
+    }
+    int code = atoi(c->buf + 9);
+    size_t hl = (size_t)(end + 4 - c->buf);
+    memmove(c->buf, c->buf + hl, c->len - hl);
+    c->len -= hl;
+    return code;
+}
+
+static void wsc_close(struct wsc *c)
+{
+    close(c->fd);
+    free(c->buf);
+    c->buf = NULL;
+}
+
+/* The next text frame's payload (NUL-terminated, malloc'd), or NULL within ms. */
+static char *wsc_next(struct wsc *c, int ms, int *opcode)
+{
+    int64_t deadline = upm_clock_mono_ns() + ms * UPM_NS_PER_MS;
+    for (;;) {
+        if (c->len >= 2) {
+            size_t n = c->buf[1] & 0x7f, hdr = 2;
+            if (n == 126 && c->len >= 4) {
+                n = ((size_t)(unsigned char)c->buf[2] << 8) | (unsigned char)c->buf[3];
+                hdr = 4;
+            } else if (n == 127 && c->len >= 10) {
+                n = 0;
+                for (int i = 2; i < 10; i++)
+                    n = (n << 8) | (unsigned char)c->buf[i];
+                hdr = 10;
+            }
+            if ((n < 126 || hdr > 2) && c->len >= hdr + n) {
+                *opcode = c->buf[0] & 0x0f;
+                char *out = malloc(n + 1);
+                memcpy(out, c->buf + hdr, n);
+                out[n] = 0;
+                memmove(c->buf, c->buf + hdr + n, c->len - hdr - n);
+                c->len -= hdr + n;
+                return out;
+            }
+        }
+        if (upm_clock_mono_ns() > deadline || wsc_fill(c, 50) < 0)
+            return NULL;
+    }
+}
+
+static char *wsc_text(struct wsc *c, int ms)
+{
+    int op = 0;
+    char *m = wsc_next(c, ms, &op);
+    if (m && op != 1) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static double live_count(struct upm_prom_registry *reg, const char *metric, const char *label,
+                         const char *value)
+{
+    char *text = render(reg);
+    char want[160];
+    snprintf(want, sizeof(want), "%s{%s=\"%s\"} ", metric, label, value);
+    char *at = strstr(text, want);
+    double v = at ? atof(at + strlen(want)) : 0;
+    free(text);
+    return v;
+}
+
+static void test_static_file_and_live_over_plain_http(void **state)
+{
+    (void)state;
+    struct upm_prom_registry *reg = upm_prom_registry_create();
+    struct upm_httpd *h = live_server(reg, 4);
+    int port = upm_httpd_port(h);
+    struct resp r;
+    request(port, "GET", "/", &r);
+    assert_int_equal(r.code, 200);
+    assert_string_equal(body_of(&r), PAGE);
+    assert_string_equal(r.ctype, "text/html; charset=utf-8");
+    upm_buf_free(&r.body);
+    request(port, "GET", "/live", &r);
+    assert_int_equal(r.code, 400);
+    upm_buf_free(&r.body);
+    assert_true(requests_counted(reg, "/", "200") == 1);
+    assert_true(requests_counted(reg, "/live", "400") == 1);
+
+    char err[128];
+    assert_int_equal(upm_httpd_add_static(h, "/late", "text/plain", "x", 1, err, sizeof(err)), -1);
+    upm_httpd_destroy(h);
+    upm_prom_registry_destroy(reg);
+}
+
+static void test_add_static_refuses_bad_paths(void **state)
+{
+    (void)state;
+    struct upm_prom_registry *reg = upm_prom_registry_create();
+    char err[256] = "";
+    struct upm_httpd_config cfg = {.bind = "127.0.0.1", .port = 0};
+    struct upm_httpd *h = upm_httpd_create(&cfg, reg, err, sizeof(err));
+    assert_int_equal(upm_httpd_add_static(h, "page", "text/html", "x", 1, err, sizeof(err)), -1);
+    assert_int_equal(upm_httpd_add_static(h, "/metrics", "text/html", "x", 1, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "built-in"));
+    assert_int_equal(upm_httpd_add_static(h, "/a", "text/html", "x", 1, err, sizeof(err)), 0);
+    assert_int_equal(upm_httpd_add_static(h, "/a", "text/html", "y", 1, err, sizeof(err)), -1);
+    assert_int_equal(upm_httpd_enable_live(h, 0, err, sizeof(err)), -1);
+    upm_httpd_destroy(h);
+    upm_prom_registry_destroy(reg);
+}
+
+static void test_live_snapshot_then_updates_in_order(void **state)
+{
+    (void)state;
+    struct upm_prom_registry *reg = upm_prom_registry_create();
+    struct upm_httpd *h = live_server(reg, 4);
+    int port = upm_httpd_port(h);
+    upm_httpd_live_publish(h, "{\"snap\":1}", 10, "{\"upd\":1}", 9);
+
+    struct wsc c;
+    assert_int_equal(wsc_open(&c, port, "/live", "upmon-live"), 101);
+    char *m = wsc_text(&c, 3000);
+    assert_non_null(m);
+    assert_string_equal(m, "{\"snap\":1}"); /* a new client starts from the snapshot */
+    free(m);
+    for (int i = 2; i <= 4; i++) {
+        char snap[32], upd[32];
+        int sl = snprintf(snap, sizeof(snap), "{\"snap\":%d}", i);
+        int ul = snprintf(upd, sizeof(upd), "{\"upd\":%d}", i);
+        upm_httpd_live_publish(h, snap, (size_t)sl, upd, (size_t)ul);
+        m = wsc_text(&c, 3000);
+        assert_non_null(m);
+        assert_string_equal(m, upd);
+        free(m);
+    }
+    /* A big snapshot crosses several socket writes and arrives whole. */
+    size_t big = 300000;
+    char *text = malloc(big);
+    memset(text, 'x', big);
+    text[0] = '"';
+    text[big - 1] = '"';
+    upm_httpd_live_publish(h, text, big, NULL, 0);
+    m = wsc_text(&c, 5000);
+    assert_non_null(m);
+    assert_int_equal(strlen(m), big);
+    free(m);
+    free(text);
+    assert_int_equal(upm_httpd_live_clients(h), 1);
+    assert_true(live_count(reg, "upmon_http_live_messages_total", "kind", "update") == 3);
+    assert_true(live_count(reg, "upmon_http_live_messages_total", "kind", "snapshot") == 2);
+    wsc_close(&c);
+    upm_httpd_destroy(h);
+    upm_prom_registry_destroy(reg);
+}
+
+static void test_live_state_kept_across_a_restart(void **state)
+{
+    (void)state;
+    struct upm_prom_registry *reg = upm_prom_registry_create();
+    struct upm_httpd *h = live_server(reg, 4);
+    struct wsc c;
+    assert_int_equal(wsc_open(&c, upm_httpd_port(h), "/live", "upmon-live"), 101);
+    upm_httpd_live_publish(h, "S1", 2, "U1", 2);
+    char *m = wsc_text(&c, 3000);
+    assert_string_equal(m, "S1");
+    free(m);
+    /* Published while stopped: a client of the restarted server starts from the latest
+     * snapshot, never from an update it cannot apply. */
+    upm_httpd_stop(h);
+    char err[128];
+    upm_httpd_live_publish(h, "S2", 2, "U2", 2);
+    upm_httpd_live_publish(h, "S3", 2, "U3", 2);
+    wsc_close(&c);
+    assert_int_equal(upm_httpd_start(h, err, sizeof(err)), 0);
+    assert_int_equal(wsc_open(&c, upm_httpd_port(h), "/live", "upmon-live"), 101);
+    m = wsc_text(&c, 3000);
+    assert_string_equal(m, "S3");
+    free(m);
+    wsc_close(&c);
+    upm_httpd_destroy(h);
+    upm_prom_registry_destroy(reg);
+}
+
+static void test_live_refuses_input_wrong_path_no_protocol_and_too_many(void **state)
+{
+    (void)state;
+    struct upm_prom_registry *reg = upm_prom_registry_create();
+    struct upm_httpd *h = live_server(reg, 2);
+    int port = upm_httpd_port(h);
+    upm_httpd_live_publish(h, "S", 1, NULL, 0);
+
+    struct wsc a, b, x;
+    assert_int_equal(wsc_open(&a, port, "/live", "upmon-live"), 101);
+    assert_int_equal(wsc_open(&b, port, "/live", "upmon-live"), 101);
+    free(wsc_text(&a, 3000));
+    free(wsc_text(&b, 3000));
+    /* Full: a third client is refused at the handshake. */
+    assert_true(wsc_open(&x, port, "/live", "upmon-live") != 101);
+    wsc_close(&x);
+    assert_true(live_count(reg, "upmon_http_live_refused_total", "reason", "full") == 1);
+
+    /* A client that sends anything is closed (1008) and counted. */
+    unsigned char frame[] = {0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1};
+    assert_int_equal(send(a.fd, frame, sizeof(frame), 0), (ssize_t)sizeof(frame));
+    int op = 0;
+    char *m = wsc_next(&a, 3000, &op);
+    assert_int_equal(op, 8); /* close */
+    free(m);
+    unsigned char ack[] = {0x88, 0x80, 0, 0, 0, 0};
+    send(a.fd, ack, sizeof(ack), MSG_NOSIGNAL);
+    assert_true(closed_within(a.fd, 3000));
+    wsc_close(&a);
+    assert_true(live_count(reg, "upmon_http_live_refused_total", "reason", "input") == 1);
+    /* Its place is free again; the other client was not harmed. */
+    for (int i = 0; i < 500 && upm_httpd_live_clients(h) != 1; i++)
+        usleep(10000);
+    assert_int_equal(upm_httpd_live_clients(h), 1);
+    upm_httpd_live_publish(h, "S2", 2, "U2", 2);
+    m = wsc_text(&b, 3000);
+    assert_string_equal(m, "U2");
+    free(m);
+
+    assert_true(wsc_open(&x, port, "/elsewhere", "upmon-live") != 101);
+    wsc_close(&x);
+    assert_true(live_count(reg, "upmon_http_live_refused_total", "reason", "path") == 1);
+    assert_true(wsc_open(&x, port, "/live", NULL) != 101);
+    wsc_close(&x);
+    assert_true(wsc_open(&x, port, "/live", "chat") != 101);
+    wsc_close(&x);
+    /* The plain HTTP side still answers. */
+    struct resp r;
+    request(port, "GET", "/healthz", &r);
+    assert_int_equal(r.code, 200);
+    upm_buf_free(&r.body);
+    wsc_close(&b);
+    upm_httpd_destroy(h);
+    upm_prom_registry_destroy(reg);
+}
+
+static void test_live_off_by_default(void **state)
+{
+    struct fixture *f = *state;
+    struct wsc c;
+    assert_true(wsc_open(&c, f->port, "/live", "upmon-live") != 101);
+    wsc_close(&c);
+    upm_httpd_live_publish(f->h, "S", 1, NULL, 0); /* a no-op, not a crash */
+    assert_int_equal(upm_httpd_live_clients(f->h), 0);
+    struct resp r;
+    request(f->port, "GET", "/live", &r);
+    assert_int_equal(r.code, 404);
+    upm_buf_free(&r.body);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -701,6 +1012,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
         cmocka_unit_test(test_lws_logs_routed),
         cmocka_unit_test(test_bad_bind_address),
+        cmocka_unit_test(test_static_file_and_live_over_plain_http),
+        cmocka_unit_test(test_add_static_refuses_bad_paths),
+        cmocka_unit_test(test_live_snapshot_then_updates_in_order),
+        cmocka_unit_test(test_live_state_kept_across_a_restart),
+        cmocka_unit_test(test_live_refuses_input_wrong_path_no_protocol_and_too_many),
+        cmocka_unit_test_setup_teardown(test_live_off_by_default, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
