@@ -159,13 +159,12 @@ static unsigned route(struct upm_httpd *h, int method, const char *uri, const ch
         path = uri;
     else if (h->live && strcmp(uri, LIVE_PATH) == 0)
         path = LIVE_PATH;
-    size_t st = h->nstatic;
-    for (size_t i = 0; i < h->nstatic && strcmp(path, "other") == 0; i++) {
-        if (strcmp(uri, h->statics[i].path) == 0) {
-            st = i;
-            path = h->statics[i].path;
-        }
-    }
+    /* upm_httpd_add_static refuses the built-in paths, so a match here is the only one. */
+    size_t st = 0;
+    while (st < h->nstatic && strcmp(uri, h->statics[st].path) != 0)
+        st++;
+    if (st < h->nstatic)
+        path = h->statics[st].path;
     unsigned code;
     bool metrics = false;
     *ctype = CT_TEXT;

@@ -7,18 +7,18 @@ Grafana would send it:
 - PromQL, with Grafana's interval variables expanded, to the stack's Prometheus: it must parse
   and evaluate, and every metric it names must be one an upmon service registers;
 - SQL for the ClickHouse plugin (grafana-clickhouse-datasource), with the plugin's macros
-  expanded exactly as its backend does (`expand_macros` below, after its pkg/macros) and the
+  expanded exactly as its backend does (`expand_macros` in grafana.py, after its pkg/macros) and the
   dashboard's variables set, on two engines:
     * ClickHouse 18.16, the stack's cluster, through the Distributed tables;
     * the current engine (chDB), the schema loaded the way test_schema_chdb.py loads it;
   both over the same data: three simulated hours (a seller's failure storm among them) sent by
   upmon-simulator through Kafka and upmon-ingest into a database of their own, with
   upmon-analyzer running meanwhile on the data's clock, writing its statistics and seller
-  scores at each new minute. Each query must return
-  rows, with a time column for a time series, and a non-null figure.
+  scores at each new minute. Each query must return rows, with a time column for a time
+  series, and a non-null figure.
 
 Panels bucket time with `$__interval_s` arithmetic, not the plugin's `$__timeInterval`: that
-expands to toStartOfInterval, which 18.16 lacks (test_no_macro_18_16_cannot_run).
+expands to toStartOfInterval, which 18.16 lacks (test_structure refuses it).
 """
 
 import datetime
